@@ -76,12 +76,12 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 def digest(obj: Any, algorithm: str = "sha256") -> str:
     """Digest of a JSON document as pyhf and HEPData compute it.
 
-    ``hashlib.<algorithm>(json.dumps(obj, sort_keys=True, ensure_ascii=True,
-    separators=(",", ":")).encode("utf8")).hexdigest()``: the convention of
+    ``hashlib.<algorithm>(json.dumps(obj, sort_keys=True, ensure_ascii=False)
+    .encode("utf8")).hexdigest()`` with json's default separators: the convention of
     ``pyhf.utils.digest``, which ATLAS patchsets store under ``metadata.digests``.
     """
     try:
-        stringified = json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+        stringified = json.dumps(obj, sort_keys=True, ensure_ascii=False)
     except (TypeError, ValueError) as err:
         raise InvalidSpecification(f"cannot digest a non-JSON object: {err}") from err
     return hashlib.new(algorithm, stringified.encode("utf8")).hexdigest()
