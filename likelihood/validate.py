@@ -1,0 +1,1123 @@
+"""Validation of HistFactory JSON documents: workspaces, JSON patches and patchsets.
+
+Two stages, as pyhf does it:
+
+1. **Schema**: our own JSON Schemas (Draft 7, in :mod:`likelihood.schemas`), written
+   against the HistFactory JSON 1.0.0 format, check the structure: required keys, types,
+   no unknown keys, known modifier types and the shape of each modifier's ``data``.
+2. **Semantics**: what a schema cannot say: bin counts that agree within a channel, one
+   observation per channel, unique names, finite numbers, non-negative observations and
+   nominal yields, modifier names reused with compatible types and sizes, and measurement
+   parameter settings that fit the parameters they configure.
+
+Every problem raises an :class:`~likelihood.errors.InvalidSpecification` subclass whose
+message names the document (``source``), the JSON pointer of the offending element
+(``/channels/2/samples/0/data/3``), the bad value, and how to fix it.  Suspicious but
+legal content (negative histosys variations, a measurement setting for a parameter that
+no modifier uses) is logged as a warning instead.
+
+See ``docs/workspace-validation.md`` for the complete list of checks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence, Sized
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import referencing
+import referencing.jsonschema
+
+from likelihood.errors import InvalidPatch, InvalidSpecification, InvalidWorkspace
+from likelihood.spec import json_path
+
+__all__ = [
+    "MODIFIER_TYPES",
+    "validate_workspace",
+    "validate_patch",
+    "validate_patchset",
+    "load_schema",
+]
+
+log = logging.getLogger(__name__)
+
+#: The modifier types of HistFactory JSON 1.0.0.
+MODIFIER_TYPES: tuple[str, ...] = (
+    "normfactor",
+    "lumi",
+    "normsys",
+    "histosys",
+    "shapesys",
+    "shapefactor",
+    "staterror",
+)
+
+# Modifier types whose parameter has one entry per bin of the channel.
+_VECTOR_TYPES = frozenset({"shapesys", "shapefactor", "staterror"})
+# Modifier types without a constraint term: no auxdata / sigmas.
+_UNCONSTRAINED_TYPES = frozenset({"normfactor", "shapefactor"})
+# Types that may share one parameter (both: one Gaussian-constrained nuisance parameter).
+_COMPATIBLE_TYPES = (frozenset({"normsys", "histosys"}),)
+
+_SCHEMA_FILES = ("model.json", "measurement.json", "workspace.json", "patch.json", "patchset.json")
+
+# At most this many problems are listed in one message.
+_MAX_PROBLEMS = 10
+
+
+# --------------------------------------------------------------------------------------
+# schemas
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return one of the bundled JSON Schemas (``"workspace"``, ``"model"``,
+    ``"measurement"``, ``"patch"`` or ``"patchset"``), read with :mod:`importlib.resources`."""
+    filename = name if name.endswith(".json") else f"{name}.json"
+    if filename not in _SCHEMA_FILES:
+        raise ValueError(f"no bundled schema {name!r}; available: {list(_SCHEMA_FILES)}")
+    text = resources.files("likelihood.schemas").joinpath(filename).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def _registry() -> referencing.Registry:
+    resources_ = []
+    for filename in _SCHEMA_FILES:
+        schema = load_schema(filename)
+        resource = referencing.Resource.from_contents(
+            schema, default_specification=referencing.jsonschema.DRAFT7
+        )
+        resources_.append((schema["$id"], resource))
+    registry: referencing.Registry = referencing.Registry().with_resources(resources_)
+    return registry
+
+
+@functools.cache
+def _validator(name: str, pointer: str = "") -> jsonschema.protocols.Validator:
+    """A Draft 7 validator for a bundled schema, or a definition inside it."""
+    schema: dict[str, Any] = load_schema(name)
+    if pointer:
+        schema = {"$ref": f"{schema['$id']}#{pointer}"}
+    validator: jsonschema.protocols.Validator = jsonschema.Draft7Validator(
+        schema, registry=_registry()
+    )
+    return validator
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_schema_error(err: jsonschema.ValidationError) -> str:
+    """One sentence for a schema violation: what is wrong with which value, and the fix."""
+    kw = err.validator
+    inst = err.instance
+    schema_val = err.validator_value
+    if kw == "required":
+        missing = [k for k in schema_val if isinstance(inst, Mapping) and k not in inst]
+        return f"missing required key(s) {missing}; add them"
+    if kw == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(k for k in inst if k not in allowed) if isinstance(inst, Mapping) else []
+        return f"unexpected key(s) {extra}; remove them (allowed keys: {allowed})"
+    if kw == "type":
+        return (
+            f"value {_short(inst)} has type {type(inst).__name__}, expected JSON type "
+            f"{schema_val!r}; correct the value"
+        )
+    if kw == "enum":
+        path = list(err.absolute_path)
+        if path and path[-1] == "type":
+            return (
+                f"unknown modifier type {_short(inst)}; HistFactory JSON 1.0.0 knows "
+                f"{list(schema_val)}"
+            )
+        if path and path[-1] == "op":
+            return f"unknown JSON patch operation {_short(inst)}; RFC 6902 knows {list(schema_val)}"
+        return f"value {_short(inst)} is not one of {list(schema_val)}"
+    if kw == "const":
+        return f"value {_short(inst)} must be {schema_val!r}"
+    if kw in ("minItems", "maxItems"):
+        n = len(inst) if isinstance(inst, Sized) else "?"
+        word = "at least" if kw == "minItems" else "at most"
+        return f"array {_short(inst)} has {n} item(s), needs {word} {schema_val}"
+    if kw == "minLength":
+        return f"string {_short(inst)} must not be empty"
+    if kw == "pattern":
+        return f"string {_short(inst)} does not match the pattern {schema_val!r}"
+    if kw == "minProperties":
+        return f"object {_short(inst)} needs at least {schema_val} key(s)"
+    if kw == "not":
+        return f"{_short(inst)} has a key that this operation must not have"
+    message = err.message
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+def _schema_check(
+    doc: Any,
+    schema: str,
+    *,
+    where: str,
+    error: type[InvalidSpecification],
+    pointer: str = "",
+    prefix: Sequence[str | int] = (),
+) -> None:
+    validator = _validator(schema, pointer)
+    errors = list(validator.iter_errors(doc))
+    if not errors:
+        return
+    # Deepest, most specific errors first; `best_match` descends into if/then branches.
+    best = jsonschema.exceptions.best_match(errors)
+    if best is None:  # pragma: no cover - best_match only returns None for no errors
+        return
+    others = [e for e in errors if e is not best]
+    lines = [
+        f"{where}: schema violation at {json_path([*prefix, *best.absolute_path])}: "
+        f"{_describe_schema_error(best)}"
+    ]
+    for e in others[: _MAX_PROBLEMS - 1]:
+        lines.append(
+            f"  also at {json_path([*prefix, *e.absolute_path])}: {_describe_schema_error(e)}"
+        )
+    if len(others) > _MAX_PROBLEMS - 1:
+        lines.append(f"  ... and {len(others) - _MAX_PROBLEMS + 1} more schema violation(s)")
+    raise error("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------
+# fast path
+#
+# jsonschema needs ~3 s for a 1 MB workspace (1Lbb) and ~0.4 s per 1Lbb signal patch, which
+# would dominate the time per grid point.  These plain-Python predicates accept a document
+# only if it certainly satisfies the bundled schema AND holds finite numbers only; when
+# they say False (or for any document they do not understand), the slow path runs
+# jsonschema for the precise message.  Soundness (fast True => schema-valid) is tested
+# against jsonschema on every real workspace and on thousands of random mutations
+# (tests/test_likelihood_validation.py).
+
+_POINTER = re.compile(r"^(/([^~]|~[01])*)*$")
+_IDENTIFIER = re.compile(r"^[a-zA-Z0-9_]+$")
+_SHA256 = re.compile(r"^[a-fA-F0-9]{64}$")
+_MD5 = re.compile(r"^[a-fA-F0-9]{32}$")
+_HEPDATA = re.compile(r"^ins[0-9]{7}$")
+
+
+def _fast_number(x: Any) -> bool:
+    if isinstance(x, float):
+        return math.isfinite(x)
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _fast_numbers(seq: Any) -> bool:
+    if not isinstance(seq, list) or not seq:
+        return False
+    for x in seq:
+        if isinstance(x, float):
+            if not math.isfinite(x):
+                return False
+        elif not isinstance(x, int) or isinstance(x, bool):
+            return False
+    return True
+
+
+def _fast_name(x: Any) -> bool:
+    return isinstance(x, str) and len(x) > 0
+
+
+def _fast_keys(obj: Any, required: frozenset[str], allowed: frozenset[str]) -> bool:
+    if not isinstance(obj, dict):
+        return False
+    keys = obj.keys()
+    return required <= keys and keys <= allowed
+
+
+_K_MOD = frozenset({"name", "type", "data"})
+_K_NORMSYS = frozenset({"hi", "lo"})
+_K_HISTOSYS = frozenset({"hi_data", "lo_data"})
+_K_SAMPLE = frozenset({"name", "data", "modifiers"})
+_K_CHANNEL = frozenset({"name", "samples"})
+_K_OBS = frozenset({"name", "data"})
+_K_MEAS = frozenset({"name", "config"})
+_K_CONFIG = frozenset({"poi", "parameters"})
+_K_PAR_REQ = frozenset({"name"})
+_K_PAR = frozenset({"name", "inits", "bounds", "auxdata", "factors", "sigmas", "fixed"})
+_K_WS = frozenset({"channels", "measurements", "observations", "version"})
+_K_OP = frozenset({"op", "path"})
+_K_OP_ALL = frozenset({"op", "path", "from", "value"})
+_K_PS = frozenset({"metadata", "patches", "version"})
+_K_PS_META = frozenset({"description", "digests", "labels", "references"})
+_K_PATCH = frozenset({"metadata", "patch"})
+_K_PATCH_META = frozenset({"name", "values"})
+_K_EMPTY: frozenset[str] = frozenset()
+
+
+def _fast_modifier(m: Any) -> bool:
+    if not _fast_keys(m, _K_MOD, _K_MOD) or not _fast_name(m["name"]):
+        return False
+    mtype, data = m["type"], m["data"]
+    if mtype == "histosys":
+        return (
+            _fast_keys(data, _K_HISTOSYS, _K_HISTOSYS)
+            and _fast_numbers(data["hi_data"])
+            and _fast_numbers(data["lo_data"])
+        )
+    if mtype == "normsys":
+        return (
+            _fast_keys(data, _K_NORMSYS, _K_NORMSYS)
+            and _fast_number(data["hi"])
+            and _fast_number(data["lo"])
+        )
+    if mtype in ("staterror", "shapesys"):
+        return _fast_numbers(data)
+    if mtype in ("normfactor", "shapefactor"):
+        return data is None
+    if mtype == "lumi":
+        return data is None and m["name"] == "lumi"
+    return False
+
+
+def _fast_sample(s: Any) -> bool:
+    return (
+        _fast_keys(s, _K_SAMPLE, _K_SAMPLE)
+        and _fast_name(s["name"])
+        and _fast_numbers(s["data"])
+        and isinstance(s["modifiers"], list)
+        and all(_fast_modifier(m) for m in s["modifiers"])
+    )
+
+
+def _fast_channel(c: Any) -> bool:
+    return (
+        _fast_keys(c, _K_CHANNEL, _K_CHANNEL)
+        and _fast_name(c["name"])
+        and isinstance(c["samples"], list)
+        and len(c["samples"]) > 0
+        and all(_fast_sample(s) for s in c["samples"])
+    )
+
+
+def _fast_observation(o: Any) -> bool:
+    return _fast_keys(o, _K_OBS, _K_OBS) and _fast_name(o["name"]) and _fast_numbers(o["data"])
+
+
+def _fast_parameter(p: Any) -> bool:
+    if not _fast_keys(p, _K_PAR_REQ, _K_PAR) or not _fast_name(p["name"]):
+        return False
+    for key in ("inits", "auxdata", "factors", "sigmas"):
+        if key in p and not _fast_numbers(p[key]):
+            return False
+    if "bounds" in p:
+        bounds = p["bounds"]
+        if not isinstance(bounds, list) or not bounds:
+            return False
+        if not all(_fast_numbers(b) and len(b) == 2 for b in bounds):
+            return False
+    return "fixed" not in p or isinstance(p["fixed"], bool)
+
+
+def _fast_measurement(m: Any) -> bool:
+    if not _fast_keys(m, _K_MEAS, _K_MEAS) or not _fast_name(m["name"]):
+        return False
+    config = m["config"]
+    return (
+        _fast_keys(config, _K_CONFIG, _K_CONFIG)
+        and isinstance(config["poi"], str)
+        and isinstance(config["parameters"], list)
+        and all(_fast_parameter(p) for p in config["parameters"])
+    )
+
+
+def _fast_workspace(spec: Any) -> bool:
+    """True only if ``spec`` satisfies workspace.json and holds finite numbers only."""
+    if not _fast_keys(spec, _K_WS, _K_WS) or spec["version"] != "1.0.0":
+        return False
+    if not isinstance(spec["version"], str):
+        return False
+    for key, check in (
+        ("channels", _fast_channel),
+        ("observations", _fast_observation),
+        ("measurements", _fast_measurement),
+    ):
+        items = spec[key]
+        if not isinstance(items, list) or not items or not all(check(x) for x in items):
+            return False
+    return True
+
+
+def _fast_finite_json(obj: Any) -> bool:
+    """True if ``obj`` is made of JSON types only, with finite numbers."""
+    if isinstance(obj, str) or obj is None or isinstance(obj, bool):
+        return True
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, int):
+        return True
+    if isinstance(obj, list):
+        return all(_fast_finite_json(x) for x in obj)
+    if isinstance(obj, dict):
+        return all(isinstance(k, str) and _fast_finite_json(v) for k, v in obj.items())
+    return False
+
+
+# path patterns of add / replace values with a fast check of their own
+_VALUE_FAST: tuple[tuple[re.Pattern[str], Any], ...] = (
+    (re.compile(r"^/channels/(\d+|-)$"), _fast_channel),
+    (re.compile(r"^/channels/\d+/samples/(\d+|-)$"), _fast_sample),
+    (re.compile(r"^/channels/\d+/samples/\d+/modifiers/(\d+|-)$"), _fast_modifier),
+    (re.compile(r"^/observations/(\d+|-)$"), _fast_observation),
+    (re.compile(r"^/measurements/(\d+|-)$"), _fast_measurement),
+    (re.compile(r"^/measurements/\d+/config/parameters/(\d+|-)$"), _fast_parameter),
+)
+
+
+def _fast_operation(op: Any) -> bool:
+    if not _fast_keys(op, _K_OP, _K_OP_ALL):
+        return False
+    kind, path = op["op"], op["path"]
+    if not isinstance(path, str) or not _POINTER.match(path):
+        return False
+    if kind in ("add", "replace", "test"):
+        if "value" not in op or "from" in op:
+            return False
+    elif kind in ("move", "copy"):
+        if "from" not in op or "value" in op:
+            return False
+        return isinstance(op["from"], str) and _POINTER.match(op["from"]) is not None
+    elif kind == "remove":
+        return "from" not in op and "value" not in op
+    else:
+        return False
+    value = op["value"]
+    if kind != "test":
+        for pattern, check in _VALUE_FAST:
+            if pattern.match(path):
+                return bool(check(value))
+    return _fast_finite_json(value)
+
+
+def _fast_patch(ops: Any) -> bool:
+    """True only if ``ops`` satisfies patch.json, the value schemas, and is finite."""
+    return isinstance(ops, list) and all(_fast_operation(op) for op in ops)
+
+
+def _fast_patchset(ps: Any) -> bool:
+    """True only if ``ps`` satisfies patchset.json (patches included) and is finite."""
+    if not _fast_keys(ps, _K_PS, _K_PS) or not isinstance(ps["version"], str):
+        return False
+    if ps["version"] != "1.0.0":
+        return False
+    meta = ps["metadata"]
+    if not isinstance(meta, dict) or not _K_PS_META <= meta.keys():
+        return False
+    if not isinstance(meta["description"], str):
+        return False
+    digests = meta["digests"]
+    if not _fast_keys(digests, frozenset({"sha256"}), frozenset({"sha256", "md5"})):
+        return False
+    if not isinstance(digests["sha256"], str) or not _SHA256.match(digests["sha256"]):
+        return False
+    if "md5" in digests and not (isinstance(digests["md5"], str) and _MD5.match(digests["md5"])):
+        return False
+    labels = meta["labels"]
+    if not isinstance(labels, list) or not labels:
+        return False
+    if not all(isinstance(x, str) and _IDENTIFIER.match(x) for x in labels):
+        return False
+    refs = meta["references"]
+    if not _fast_keys(refs, _K_EMPTY, frozenset({"hepdata"})) or not refs:
+        return False
+    if "hepdata" in refs and not (
+        isinstance(refs["hepdata"], str) and _HEPDATA.match(refs["hepdata"])
+    ):
+        return False
+    if not _fast_finite_json(meta):
+        return False
+    patches = ps["patches"]
+    if not isinstance(patches, list) or not patches:
+        return False
+    for patch in patches:
+        if not _fast_keys(patch, _K_PATCH, _K_PATCH):
+            return False
+        pmeta = patch["metadata"]
+        if not isinstance(pmeta, dict) or not _K_PATCH_META <= pmeta.keys():
+            return False
+        name, values = pmeta["name"], pmeta["values"]
+        if not isinstance(name, str) or not _IDENTIFIER.match(name):
+            return False
+        if not isinstance(values, list):
+            return False
+        if not all(isinstance(v, str) or _fast_number(v) for v in values):
+            return False
+        if not _fast_finite_json(pmeta) or not _fast_patch(patch["patch"]):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# problem collection
+
+
+class _Problems:
+    """Collects semantic problems, then raises them together."""
+
+    def __init__(self, where: str, error: type[InvalidSpecification]) -> None:
+        self.where = where
+        self.error = error
+        self.items: list[str] = []
+
+    def add(self, parts: Sequence[str | int], text: str) -> None:
+        self.items.append(f"{json_path(parts)}: {text}")
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        n = len(self.items)
+        head = f"{self.where}: {n} problem(s) found" if n > 1 else f"{self.where}"
+        if n == 1:
+            raise self.error(f"{head}: {self.items[0]}")
+        lines = [head + ":"] + [f"  {item}" for item in self.items[:_MAX_PROBLEMS]]
+        if n > _MAX_PROBLEMS:
+            lines.append(f"  ... and {n - _MAX_PROBLEMS} more")
+        raise self.error("\n".join(lines))
+
+
+def _non_finite(obj: Any, parts: list[str | int]) -> Iterator[tuple[list[str | int], float]]:
+    """Yield (path, value) of every NaN or infinite float anywhere in a JSON document."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            yield list(parts), obj
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            parts.append(k)
+            yield from _non_finite(v, parts)
+            parts.pop()
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            parts.append(i)
+            yield from _non_finite(v, parts)
+            parts.pop()
+
+
+def _check_finite(doc: Any, problems: _Problems, prefix: Sequence[str | int] = ()) -> None:
+    for parts, value in _non_finite(doc, list(prefix)):
+        problems.add(
+            parts,
+            f"non-finite number {value!r}; every yield, uncertainty and setting must be "
+            "a finite number (regenerate the file without NaN/inf)",
+        )
+
+
+def _duplicates(names: Sequence[Any]) -> dict[Any, list[int]]:
+    seen: dict[Any, list[int]] = {}
+    for i, name in enumerate(names):
+        seen.setdefault(name, []).append(i)
+    return {k: v for k, v in seen.items() if len(v) > 1}
+
+
+# --------------------------------------------------------------------------------------
+# workspace
+
+
+def validate_workspace(
+    spec: Any,
+    *,
+    source: str | None = None,
+    require_poi: bool = False,
+    measurement: str | None = None,
+) -> None:
+    """Validate a HistFactory JSON 1.0.0 workspace: schema, then semantic checks.
+
+    Parameters
+    ----------
+    spec : mapping
+        The workspace (``{"channels", "observations", "measurements", "version"}``).
+    source : str, optional
+        Name of the document in error messages (usually its file path).
+    require_poi : bool, default False
+        Also require that the POI of the measurement (``measurement`` or, when None, every
+        measurement) is a scalar parameter of some modifier.  Background-only workspaces
+        published on HEPData lack their POI until a signal patch adds it, so this is off by
+        default.
+    measurement : str, optional
+        Name of the measurement that will be used; it must exist.
+
+    Raises
+    ------
+    InvalidWorkspace
+        Naming ``source``, the JSON pointer of every problem (up to 10), the offending
+        value and the fix.
+    """
+    where = f"workspace {source}" if source else "workspace"
+    problems = _Problems(where, InvalidWorkspace)
+    if not _fast_workspace(spec):
+        _schema_check(spec, "workspace", where=where, error=InvalidWorkspace)
+        _check_finite(spec, problems)
+        problems.raise_if_any()
+
+    params = _check_channels(spec, problems)
+    _check_measurements(spec, params, problems, require_poi=require_poi, measurement=measurement)
+    problems.raise_if_any()
+
+
+class _Param:
+    """What the modifiers of a workspace say about one parameter name."""
+
+    __slots__ = ("types", "size", "first", "channels")
+
+    def __init__(self, mtype: str, size: int, first: list[str | int], channel: str) -> None:
+        self.types = {mtype}
+        self.size = size
+        self.first = first
+        self.channels = {channel}
+
+
+def _check_channels(spec: Mapping[str, Any], problems: _Problems) -> dict[str, _Param]:
+    channels = spec["channels"]
+    observations = spec["observations"]
+
+    for name, idx in _duplicates([c["name"] for c in channels]).items():
+        problems.add(
+            ["channels", idx[1], "name"],
+            f"duplicate channel name {name!r} (channels {idx}); give every channel a unique name",
+        )
+    for name, idx in _duplicates([o["name"] for o in observations]).items():
+        problems.add(
+            ["observations", idx[1], "name"],
+            f"duplicate observation name {name!r} (observations {idx}); "
+            "give every channel exactly one observation",
+        )
+
+    obs_by_name: dict[str, tuple[int, list[Any]]] = {}
+    for j, obs in enumerate(observations):
+        obs_by_name.setdefault(obs["name"], (j, obs["data"]))
+        for b, n in enumerate(obs["data"]):
+            if n < 0:
+                problems.add(
+                    ["observations", j, "data", b],
+                    f"negative observed count {n!r} in channel {obs['name']!r}; "
+                    "observations are event counts >= 0",
+                )
+    channel_names = {c["name"] for c in channels}
+    for j, obs in enumerate(observations):
+        if obs["name"] not in channel_names:
+            # Legal, and common: signal patches remove validation-region channels and
+            # leave their observations behind (sbottom); pyhf ignores them too.
+            log.info(
+                "%s: %s: observation %r has no channel of that name; it is ignored",
+                problems.where,
+                json_path(["observations", j, "name"]),
+                obs["name"],
+            )
+
+    params: dict[str, _Param] = {}
+    for c, channel in enumerate(channels):
+        cname = channel["name"]
+        if cname in obs_by_name:
+            nbins = len(obs_by_name[cname][1])
+            nbins_from = f"its observation /observations/{obs_by_name[cname][0]}"
+        else:
+            problems.add(
+                ["channels", c, "name"],
+                f"channel {cname!r} has no observation; add "
+                f'{{"name": {cname!r}, "data": [...]}} to /observations',
+            )
+            nbins = len(channel["samples"][0]["data"])
+            nbins_from = "its first sample"
+
+        for name, idx in _duplicates([s["name"] for s in channel["samples"]]).items():
+            problems.add(
+                ["channels", c, "samples", idx[1], "name"],
+                f"duplicate sample name {name!r} in channel {cname!r} (samples {idx}); "
+                "sample names must be unique within a channel",
+            )
+        for s, sample in enumerate(channel["samples"]):
+            _check_sample(
+                sample, ["channels", c, "samples", s], cname, nbins, nbins_from, params, problems
+            )
+    return params
+
+
+def _check_bins(
+    values: Sequence[Any],
+    parts: list[str | int],
+    what: str,
+    nbins: int,
+    nbins_from: str,
+    cname: str,
+    problems: _Problems,
+) -> bool:
+    if len(values) != nbins:
+        problems.add(
+            parts,
+            f"{what} has {len(values)} bin(s) but channel {cname!r} has {nbins} "
+            f"(from {nbins_from}); every sample and modifier of a channel needs one entry per bin",
+        )
+        return False
+    return True
+
+
+def _check_sample(
+    sample: Mapping[str, Any],
+    parts: list[str | int],
+    cname: str,
+    nbins: int,
+    nbins_from: str,
+    params: dict[str, _Param],
+    problems: _Problems,
+) -> None:
+    sname = sample["name"]
+    label = f"sample {sname!r} of channel {cname!r}"
+    if _check_bins(
+        sample["data"], [*parts, "data"], f"{label}", nbins, nbins_from, cname, problems
+    ):
+        for b, y in enumerate(sample["data"]):
+            if y < 0:
+                problems.add(
+                    [*parts, "data", b],
+                    f"negative nominal yield {y!r} in {label}; expected event counts must be "
+                    ">= 0 (set the bin to 0 or fix the input)",
+                )
+
+    mods = sample["modifiers"]
+    for (mname, mtype), idx in _duplicates([(m["name"], m["type"]) for m in mods]).items():
+        problems.add(
+            [*parts, "modifiers", idx[1]],
+            f"duplicate {mtype} modifier {mname!r} in {label} (modifiers {idx}); "
+            "a sample may carry each modifier once: merge them",
+        )
+
+    for k, mod in enumerate(mods):
+        mparts = [*parts, "modifiers", k]
+        mname, mtype, data = mod["name"], mod["type"], mod["data"]
+        mlabel = f"{mtype} modifier {mname!r} of {label}"
+        if mtype == "normsys":
+            for key in ("hi", "lo"):
+                if data[key] <= 0:
+                    problems.add(
+                        [*mparts, "data", key],
+                        f"{mlabel} has {key} = {data[key]!r}; normsys factors multiply the "
+                        "yield and must be > 0 (use a histosys for sign changes)",
+                    )
+        elif mtype == "histosys":
+            for key in ("hi_data", "lo_data"):
+                if _check_bins(
+                    data[key],
+                    [*mparts, "data", key],
+                    f"{mlabel} {key}",
+                    nbins,
+                    nbins_from,
+                    cname,
+                    problems,
+                ):
+                    negative = [b for b, v in enumerate(data[key]) if v < 0]
+                    if negative:
+                        log.warning(
+                            "%s: %s: %s has negative %s in bin(s) %s (legal, but the "
+                            "interpolated yield may become negative)",
+                            problems.where,
+                            json_path([*mparts, "data", key]),
+                            mlabel,
+                            key,
+                            negative,
+                        )
+        elif mtype in ("shapesys", "staterror"):
+            if _check_bins(data, [*mparts, "data"], mlabel, nbins, nbins_from, cname, problems):
+                for b, v in enumerate(data):
+                    if v < 0:
+                        problems.add(
+                            [*mparts, "data", b],
+                            f"negative uncertainty {v!r} in {mlabel}; {mtype} data are absolute "
+                            "uncertainties >= 0",
+                        )
+
+        size = nbins if mtype in _VECTOR_TYPES else 1
+        known = params.get(mname)
+        if known is None:
+            params[mname] = _Param(mtype, size, mparts, cname)
+            continue
+        types = known.types | {mtype}
+        if len(types) > 1 and not any(types <= group for group in _COMPATIBLE_TYPES):
+            problems.add(
+                [*mparts, "type"],
+                f"modifier name {mname!r} is used as {mtype} here but as "
+                f"{sorted(known.types)} at {json_path(known.first)}; one parameter cannot be "
+                "both: rename one of the modifiers",
+            )
+        elif known.size != size:
+            problems.add(
+                mparts,
+                f"{mlabel} needs {size} parameter(s) (one per bin) but the same name has "
+                f"{known.size} at {json_path(known.first)}; shared vector modifiers need "
+                "channels with the same number of bins: rename one of them",
+            )
+        elif mtype == "staterror" and cname not in known.channels:
+            problems.add(
+                mparts,
+                f"staterror modifier {mname!r} is also used in channel(s) "
+                f"{sorted(known.channels)} (first at {json_path(known.first)}); a staterror "
+                "belongs to one channel: name it per channel, e.g. 'staterror_<channel>'",
+            )
+        elif mtype == "shapesys":
+            problems.add(
+                mparts,
+                f"shapesys modifier {mname!r} is also used at {json_path(known.first)}; a "
+                "shapesys belongs to one sample (its constraint depends on that sample's "
+                "yields): rename one of them",
+            )
+        known.types = types
+        known.channels.add(cname)
+
+
+def _check_measurements(
+    spec: Mapping[str, Any],
+    params: dict[str, _Param],
+    problems: _Problems,
+    *,
+    require_poi: bool,
+    measurement: str | None,
+) -> None:
+    measurements = spec["measurements"]
+    names = [m["name"] for m in measurements]
+    for name, idx in _duplicates(names).items():
+        problems.add(
+            ["measurements", idx[1], "name"],
+            f"duplicate measurement name {name!r} (measurements {idx}); rename one",
+        )
+    if measurement is not None and measurement not in names:
+        problems.add(
+            ["measurements"],
+            f"no measurement named {measurement!r}; available: {names}",
+        )
+
+    for i, meas in enumerate(measurements):
+        mparts: list[str | int] = ["measurements", i, "config"]
+        config = meas["config"]
+        settings = config["parameters"]
+        for pname, idx in _duplicates([p["name"] for p in settings]).items():
+            problems.add(
+                [*mparts, "parameters", idx[1], "name"],
+                f"parameter {pname!r} is configured twice in measurement {meas['name']!r} "
+                f"(entries {idx}); merge the settings",
+            )
+        for j, setting in enumerate(settings):
+            _check_setting(
+                setting, [*mparts, "parameters", j], meas["name"], config["poi"], params, problems
+            )
+
+        if "lumi" in params and not any(
+            p["name"] == "lumi" and "auxdata" in p and "sigmas" in p for p in settings
+        ):
+            problems.add(
+                [*mparts, "parameters"],
+                f"measurement {meas['name']!r} has no setting for parameter 'lumi' with "
+                "auxdata and sigmas, but the workspace has a lumi modifier; add "
+                '{"name": "lumi", "auxdata": [1.0], "sigmas": [<relative uncertainty>]}',
+            )
+
+        check_poi = require_poi and (measurement is None or meas["name"] == measurement)
+        if check_poi:
+            poi = config["poi"]
+            info = params.get(poi)
+            if info is None:
+                problems.add(
+                    [*mparts, "poi"],
+                    f"POI {poi!r} of measurement {meas['name']!r} is not the name of any "
+                    "modifier; add a normfactor of that name to the signal sample (a "
+                    "background-only workspace needs a signal patch first)",
+                )
+            elif info.size != 1:
+                problems.add(
+                    [*mparts, "poi"],
+                    f"POI {poi!r} of measurement {meas['name']!r} is a {sorted(info.types)} "
+                    f"parameter of size {info.size}; the POI must be a scalar (a normfactor)",
+                )
+
+
+def _check_setting(
+    setting: Mapping[str, Any],
+    parts: list[str | int],
+    mname: str,
+    poi: str,
+    params: dict[str, _Param],
+    problems: _Problems,
+) -> None:
+    pname = setting["name"]
+    info = params.get(pname)
+    if info is None:
+        # The POI of a background-only workspace is configured before a signal patch
+        # adds its normfactor: expected, so only worth a debug line.
+        log.log(
+            logging.DEBUG if pname == poi else logging.WARNING,
+            "%s: %s: measurement %r configures parameter %r, which no modifier uses; "
+            "the setting is ignored",
+            problems.where,
+            json_path([*parts, "name"]),
+            mname,
+            pname,
+        )
+        size = None
+    else:
+        size = info.size
+
+    for key in ("inits", "bounds", "auxdata", "sigmas", "factors"):
+        if key in setting and size is not None and len(setting[key]) != size:
+            problems.add(
+                [*parts, key],
+                f"parameter {pname!r} has {size} component(s) but {key} has "
+                f"{len(setting[key])}: {_short(setting[key])}; give one entry per component",
+            )
+    if info is not None and info.types <= _UNCONSTRAINED_TYPES:
+        for key in ("auxdata", "sigmas"):
+            if key in setting:
+                problems.add(
+                    [*parts, key],
+                    f"parameter {pname!r} is a {sorted(info.types)[0]} without constraint "
+                    f"term, so {key} {_short(setting[key])} means nothing; remove it",
+                )
+    if info is not None:
+        # pyhf: only lumi and staterror take sigmas, only shapesys takes factors
+        for key, owners in (("sigmas", {"lumi", "staterror"}), ("factors", {"shapesys"})):
+            if key in setting and not info.types <= owners:
+                problems.add(
+                    [*parts, key],
+                    f"parameter {pname!r} is a {'/'.join(sorted(info.types))} parameter, "
+                    f"which takes no {key} (only {' and '.join(sorted(owners))} do); remove "
+                    f"{key} {_short(setting[key])}",
+                )
+    for k, sigma in enumerate(setting.get("sigmas", [])):
+        if sigma <= 0:
+            problems.add(
+                [*parts, "sigmas", k],
+                f"sigma {sigma!r} of parameter {pname!r} must be > 0",
+            )
+    bounds = setting.get("bounds", [])
+    for k, (lo, hi) in enumerate(bounds):
+        if lo > hi:
+            problems.add(
+                [*parts, "bounds", k],
+                f"bounds [{lo!r}, {hi!r}] of parameter {pname!r} have lower > upper; swap them",
+            )
+    inits = setting.get("inits", [])
+    if len(inits) == len(bounds):
+        for k, (init, (lo, hi)) in enumerate(zip(inits, bounds, strict=True)):
+            if lo <= hi and not lo <= init <= hi:
+                problems.add(
+                    [*parts, "inits", k],
+                    f"init {init!r} of parameter {pname!r} is outside its bounds "
+                    f"[{lo!r}, {hi!r}]; move it inside",
+                )
+    if pname == "lumi" and info is not None:
+        for k, aux in enumerate(setting.get("auxdata", [])):
+            if aux <= 0:
+                problems.add(
+                    [*parts, "auxdata", k],
+                    f"lumi auxdata {aux!r} must be > 0 (usually 1.0)",
+                )
+
+
+# --------------------------------------------------------------------------------------
+# patches and patchsets
+
+# add / replace values at these paths are checked against the matching schema definition
+_VALUE_SCHEMAS: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (re.compile(r"^/channels/(\d+|-)$"), "model", "/definitions/channel"),
+    (re.compile(r"^/channels/\d+/samples/(\d+|-)$"), "model", "/definitions/sample"),
+    (
+        re.compile(r"^/channels/\d+/samples/\d+/modifiers/(\d+|-)$"),
+        "model",
+        "/definitions/modifier",
+    ),
+    (re.compile(r"^/observations/(\d+|-)$"), "workspace", "/definitions/observation"),
+    (re.compile(r"^/measurements/(\d+|-)$"), "measurement", ""),
+    (
+        re.compile(r"^/measurements/\d+/config/parameters/(\d+|-)$"),
+        "measurement",
+        "/definitions/parameter",
+    ),
+)
+
+
+_SAMPLE_PATH = re.compile(r"^/channels/(\d+|-)/samples/(\d+|-)$")
+_CHANNEL_PATH = re.compile(r"^/channels/(\d+|-)$")
+
+
+def _check_patch_samples(patch_ops: list[Any], where: str, prefix: Sequence[str | int]) -> None:
+    """Semantic checks of the samples a (schema-valid) patch adds: bin counts within the
+    sample, non-negative yields and uncertainties, positive normsys factors."""
+    problems = _Problems(where, InvalidPatch)
+    for i, op in enumerate(patch_ops):
+        if op["op"] not in ("add", "replace"):
+            continue
+        path = op["path"]
+        if _SAMPLE_PATH.match(path):
+            cname = f"#{path.split('/')[2]}"
+            samples = [([*prefix, i, "value"], op["value"])]
+        elif _CHANNEL_PATH.match(path):
+            cname = repr(op["value"]["name"])
+            samples = [
+                ([*prefix, i, "value", "samples", s], sample)
+                for s, sample in enumerate(op["value"]["samples"])
+            ]
+        else:
+            continue
+        for parts, sample in samples:
+            nbins = len(sample["data"])
+            _check_sample(sample, parts, cname, nbins, "the sample's data", {}, problems)
+    problems.raise_if_any()
+
+
+def _check_patch_ops(patch_ops: Any, where: str, prefix: Sequence[str | int]) -> None:
+    if _fast_patch(patch_ops):
+        _check_patch_samples(patch_ops, where, prefix)
+        return
+    _schema_check(patch_ops, "patch", where=where, error=InvalidPatch, prefix=prefix)
+    problems = _Problems(where, InvalidPatch)
+    _check_finite(patch_ops, problems, prefix)
+    problems.raise_if_any()
+    for i, op in enumerate(patch_ops):
+        if op["op"] not in ("add", "replace"):
+            continue
+        for pattern, schema, pointer in _VALUE_SCHEMAS:
+            if pattern.match(op["path"]):
+                _schema_check(
+                    op["value"],
+                    schema,
+                    pointer=pointer,
+                    where=f"{where}, operation {i} ({op['op']} {op['path']})",
+                    error=InvalidPatch,
+                    prefix=[*prefix, i, "value"],
+                )
+                break
+    _check_patch_samples(patch_ops, where, prefix)
+
+
+def _digest(obj: Any, algorithm: str) -> str:
+    """Digest of a JSON document by pyhf's convention (``pyhf.utils.digest``).
+
+    ``hashlib.<algorithm>(json.dumps(obj, sort_keys=True, ensure_ascii=False)
+    .encode("utf8"))``, i.e. with json's default separators ``", "`` and ``": "``: the
+    digests stored in published patchsets were made this way.
+    """
+    try:
+        text = json.dumps(obj, sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError) as err:
+        raise InvalidSpecification(f"cannot digest a non-JSON object: {err}") from err
+    return hashlib.new(algorithm, text.encode("utf8")).hexdigest()
+
+
+def validate_patch(patch_ops: Any, *, source: str | None = None) -> None:
+    """Validate an RFC 6902 JSON patch (a list of operations) meant for a workspace.
+
+    Checks the operations against the patch schema (``op`` among add / remove / replace /
+    move / copy / test, a JSON-pointer ``path``, ``value`` or ``from`` as the operation
+    needs), that every number is finite, and that a value added or replaced at a
+    workspace location (a channel, sample, modifier, observation, measurement or
+    parameter setting) has that element's schema.  Whether the patch *applies* to a
+    given workspace is checked by :func:`likelihood.apply_patch`.
+
+    Parameters
+    ----------
+    patch_ops : list of mappings
+        The operations.
+    source : str, optional
+        Name of the patch in error messages (file or patch name).
+
+    Raises
+    ------
+    InvalidPatch
+    """
+    where = f"patch {source}" if source else "patch"
+    _check_patch_ops(patch_ops, where, ())
+
+
+def validate_patchset(
+    patchset: Any,
+    *,
+    source: str | None = None,
+    bkgonly: Mapping[str, Any] | None = None,
+) -> None:
+    """Validate a pyhf-style PatchSet (format 1.0.0), and its digest against a BkgOnly.
+
+    Checks the schema (metadata with description, digests.sha256, labels, references;
+    patches with a ``metadata.name`` matching ``^[a-zA-Z0-9_]+$`` and one value per label),
+    unique patch names and unique value tuples, every patch (see :func:`validate_patch`),
+    and, when ``bkgonly`` is given, that ``metadata.digests`` equal the digests of that
+    background-only workspace (:func:`likelihood.spec.digest`).
+
+    Parameters
+    ----------
+    patchset : mapping
+        The patchset document.
+    source : str, optional
+        Name of the patchset in error messages (usually its file path).
+    bkgonly : mapping, optional
+        The background-only workspace the patchset is meant for.
+
+    Raises
+    ------
+    InvalidPatch
+    """
+    where = f"patchset {source}" if source else "patchset"
+    fast = _fast_patchset(patchset)
+    if not fast:
+        _schema_check(patchset, "patchset", where=where, error=InvalidPatch)
+    problems = _Problems(where, InvalidPatch)
+    labels = patchset["metadata"]["labels"]
+    patches = patchset["patches"]
+
+    for name, idx in _duplicates(labels).items():
+        problems.add(
+            ["metadata", "labels", idx[1]],
+            f"duplicate label {name!r} (labels {idx}); labels name the coordinates of a point",
+        )
+    for i, patch in enumerate(patches):
+        values = patch["metadata"]["values"]
+        if len(values) != len(labels):
+            problems.add(
+                ["patches", i, "metadata", "values"],
+                f"patch {patch['metadata']['name']!r} has {len(values)} value(s) "
+                f"{_short(values)} but the patchset has {len(labels)} label(s) {labels}; "
+                "give one value per label",
+            )
+    for name, idx in _duplicates([p["metadata"]["name"] for p in patches]).items():
+        problems.add(
+            ["patches", idx[1], "metadata", "name"],
+            f"duplicate patch name {name!r} (patches {idx[:5]}); patch names must be unique",
+        )
+    keyed = [tuple(json.dumps(v) for v in p["metadata"]["values"]) for p in patches]
+    for key, idx in _duplicates(keyed).items():
+        values = [json.loads(v) for v in key]
+        problems.add(
+            ["patches", idx[1], "metadata", "values"],
+            f"duplicate values {values} (patches {idx[:5]}: "
+            f"{[patches[j]['metadata']['name'] for j in idx[:5]]}); every point needs its own "
+            "values",
+        )
+    problems.raise_if_any()
+
+    for i, patch in enumerate(patches if not fast else ()):
+        _check_patch_ops(
+            patch["patch"],
+            f"{where}, patch {patch['metadata']['name']!r}",
+            ["patches", i, "patch"],
+        )
+
+    if bkgonly is not None:
+        for algorithm, expected in patchset["metadata"]["digests"].items():
+            actual = _digest(bkgonly, algorithm)
+            if actual.lower() != expected.lower():
+                raise InvalidPatch(
+                    f"{where}: /metadata/digests/{algorithm}: the patchset was made for a "
+                    f"background-only workspace with {algorithm} {expected}, but the given "
+                    f"one has {actual}; use the BkgOnly.json published with this patchset"
+                )
