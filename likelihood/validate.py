@@ -22,7 +22,6 @@ See ``docs/workspace-validation.md`` for the complete list of checks.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -36,7 +35,7 @@ import referencing
 import referencing.jsonschema
 
 from likelihood.errors import InvalidPatch, InvalidSpecification, InvalidWorkspace
-from likelihood.spec import json_path
+from likelihood.spec import digest, json_path
 
 __all__ = [
     "MODIFIER_TYPES",
@@ -1001,20 +1000,6 @@ def _check_patch_ops(patch_ops: Any, where: str, prefix: Sequence[str | int]) ->
     _check_patch_samples(patch_ops, where, prefix)
 
 
-def _digest(obj: Any, algorithm: str) -> str:
-    """Digest of a JSON document by pyhf's convention (``pyhf.utils.digest``).
-
-    ``hashlib.<algorithm>(json.dumps(obj, sort_keys=True, ensure_ascii=False)
-    .encode("utf8"))``, i.e. with json's default separators ``", "`` and ``": "``: the
-    digests stored in published patchsets were made this way.
-    """
-    try:
-        text = json.dumps(obj, sort_keys=True, ensure_ascii=False)
-    except (TypeError, ValueError) as err:
-        raise InvalidSpecification(f"cannot digest a non-JSON object: {err}") from err
-    return hashlib.new(algorithm, text.encode("utf8")).hexdigest()
-
-
 def validate_patch(patch_ops: Any, *, source: str | None = None) -> None:
     """Validate an RFC 6902 JSON patch (a list of operations) meant for a workspace.
 
@@ -1114,7 +1099,7 @@ def validate_patchset(
 
     if bkgonly is not None:
         for algorithm, expected in patchset["metadata"]["digests"].items():
-            actual = _digest(bkgonly, algorithm)
+            actual = digest(bkgonly, algorithm)
             if actual.lower() != expected.lower():
                 raise InvalidPatch(
                     f"{where}: /metadata/digests/{algorithm}: the patchset was made for a "

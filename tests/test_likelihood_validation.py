@@ -24,6 +24,7 @@ import reference_histfactory as ref
 import likelihood
 from likelihood import validate as V
 from likelihood.errors import InvalidPatch, InvalidSpecification, InvalidWorkspace
+from likelihood.spec import digest
 
 BKGONLY = [
     "sbottom_multib/RegionA/BkgOnly.json",
@@ -122,7 +123,7 @@ def small_patchset(bkg: dict[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {
             "description": "test signal grid",
-            "digests": {"sha256": V._digest(bkg, "sha256")},
+            "digests": {"sha256": digest(bkg, "sha256")},
             "labels": ["m1", "m2"],
             "references": {"hepdata": "ins1234567"},
         },
@@ -200,7 +201,7 @@ def test_real_patchsets_are_valid_and_match_their_bkgonly(
     # the stored digest is pyhf's (pyhf.utils.digest), cross-checked with pyhf itself
     pyhf = pytest.importorskip("pyhf")
     assert (
-        V._digest(bkg, "sha256")
+        digest(bkg, "sha256")
         == pyhf.utils.digest(bkg)
         == patchset["metadata"]["digests"]["sha256"]
     )
@@ -766,7 +767,7 @@ def test_patchset_digest_mismatch() -> None:
         "patchset.json",
         "/metadata/digests/sha256",
         patchset["metadata"]["digests"]["sha256"],
-        V._digest(other, "sha256"),
+        digest(other, "sha256"),
     )
 
 
