@@ -110,14 +110,22 @@ def apply_patch(
     """
     where = f"patch {source!r}" if source else "patch"
     if not isinstance(patch, Sequence) or isinstance(patch, (str, bytes)):
-        raise InvalidPatch(f"{where}: a JSON patch is a list of operations, got {type(patch).__name__}")
+        raise InvalidPatch(
+            f"{where}: a JSON patch is a list of operations, got {type(patch).__name__}"
+        )
     doc: Any = copy.deepcopy(dict(spec))
     for i, op in enumerate(patch):
         if not isinstance(op, Mapping) or "op" not in op or "path" not in op:
             raise InvalidPatch(f"{where}: operation {i} is not an RFC 6902 operation: {op!r:.200}")
         try:
             doc = jsonpatch.JsonPatch([dict(op)]).apply(doc, in_place=True)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError) as err:
+        except (
+            jsonpatch.JsonPatchException,
+            jsonpatch.JsonPointerException,
+            KeyError,
+            IndexError,
+            TypeError,
+        ) as err:
             raise InvalidPatch(
                 f"{where}: operation {i} ({op.get('op')} {op.get('path')}) does not apply: {err}"
             ) from err

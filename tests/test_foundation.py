@@ -106,7 +106,11 @@ def test_likelihood_never_imports_recast_statically():
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            offenders += [f"{path}:{node.lineno}: {n}" for n in names if n.split(".")[0] in ("recast", "cli", "pyhf")]
+            offenders += [
+                f"{path}:{node.lineno}: {n}"
+                for n in names
+                if n.split(".")[0] in ("recast", "cli", "pyhf")
+            ]
     assert offenders == [], "likelihood/ must import neither recast/, cli nor pyhf"
 
 
@@ -134,7 +138,10 @@ def test_every_module_declares_all(package):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         declared = any(
             isinstance(node, (ast.Assign, ast.AnnAssign))
-            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in getattr(node, "targets", [getattr(node, "target", None)]))
+            and any(
+                isinstance(t, ast.Name) and t.id == "__all__"
+                for t in getattr(node, "targets", [getattr(node, "target", None)])
+            )
             for node in tree.body
         )
         if not declared:
@@ -162,10 +169,14 @@ def test_every_subcommand_has_help():
 
 
 def test_console_script_runs_from_another_directory(tmp_path):
-    exe = shutil.which("recastkit", path=str(Path(sys.executable).parent)) or shutil.which("recastkit")
+    exe = shutil.which("recastkit", path=str(Path(sys.executable).parent)) or shutil.which(
+        "recastkit"
+    )
     if exe is None:
         pytest.fail("the `recastkit` console script is not installed next to this Python")
-    result = subprocess.run([exe, "--help"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [exe, "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert "Usage: recastkit" in result.stdout
 
@@ -181,12 +192,27 @@ def test_readme_commands_match_ci():
 def _run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, check=False, env=env
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
 
 
 def test_ruff_lint_and_format():
-    lint = _run_tool("ruff", "check", "likelihood", "recast", "cli.py", "tests", "benchmarks", "fixtures", "grids")
+    lint = _run_tool(
+        "ruff",
+        "check",
+        "likelihood",
+        "recast",
+        "cli.py",
+        "tests",
+        "benchmarks",
+        "fixtures",
+        "grids",
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fmt = _run_tool("ruff", "format", "--check", "likelihood", "recast", "cli.py")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
