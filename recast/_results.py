@@ -1,0 +1,292 @@
+"""Result files of :func:`recast.scan`: written point by point, resumable, atomic at the end.
+
+Formats, chosen by the file suffix:
+
+``.csv``
+    Header, then one line per point, appended, flushed and fsynced as each point arrives.
+    Floats are written with ``repr`` (exact round trip), NaN as an empty field.
+``.jsonl`` / ``.ndjson``
+    One JSON object per line, appended and fsynced the same way; NaN as ``null``.
+``.json``
+    A JSON array of row objects, written atomically when the scan ends (also when it is
+    interrupted).  While the scan runs, rows go to a journal ``<name>.json.journal.jsonl``
+    beside it (JSON lines, fsynced per point), removed once the array is written.
+
+In every format the file is rewritten atomically (temporary file in the same folder +
+``os.replace``) in grid order when the scan ends, so a finished file is always sorted and
+complete, and an interrupted one holds every point that finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recast.errors import ScanError
+
+__all__ = ["ResultFile", "result_format", "atomic_write_text", "write_table"]
+
+log = logging.getLogger(__name__)
+
+_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def result_format(path: str | os.PathLike[str]) -> str:
+    """``"csv"``, ``"json"`` or ``"jsonl"`` from the suffix of ``path``; ScanError otherwise."""
+    suffix = Path(path).suffix.lower()
+    try:
+        return _FORMATS[suffix]
+    except KeyError:
+        raise ScanError(
+            f"{path}: unknown output format {suffix or '(no suffix)'!r}; "
+            "name the output file *.csv, *.json or *.jsonl"
+        ) from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder + os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # make the rename durable; not possible on every platform / file system
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN / Infinity
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        return _jsonable(value.item())
+    return value
+
+
+def _csv_field(value: Any) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def _csv_lines(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_field(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def _json_line(row: Mapping[str, Any], columns: Sequence[str]) -> str:
+    return json.dumps({c: _jsonable(row.get(c)) for c in columns}, allow_nan=False) + "\n"
+
+
+def _complete_lines(text: str) -> str:
+    """Drop a trailing partial line (a write cut short by a kill)."""
+    if text and not text.endswith("\n"):
+        cut = text.rfind("\n")
+        log.warning("ignoring an incomplete last line in a result file (interrupted write)")
+        return text[: cut + 1] if cut >= 0 else ""
+    return text
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a whole result table atomically, in the format of the suffix of ``path``."""
+    rf = ResultFile(path, [str(c) for c in table.columns])
+    rf.finalize(table.to_dict("records"))
+
+
+class ResultFile:
+    """An output file of a scan: read previous rows, append new ones, finalize atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        ``*.csv``, ``*.json`` or ``*.jsonl``.
+    columns : sequence of str
+        The table columns, in order.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.format = result_format(self.path)
+        self.columns = list(columns)
+        self._fh: io.TextIOWrapper | None = None
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def journal(self) -> Path:
+        """The file that rows are appended to while the scan runs."""
+        if self.format == "json":
+            return self.path.with_name(self.path.name + ".journal.jsonl")
+        return self.path
+
+    def exists(self) -> bool:
+        """True when the output (or the journal of an interrupted ``.json`` scan) exists."""
+        return self.path.exists() or self.journal.exists()
+
+    def read(self) -> pd.DataFrame:
+        """Every row already in the output (and its journal), later rows winning.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The rows as stored (columns as in the file).  Empty when nothing is there.
+        """
+        frames = []
+        if self.format == "csv":
+            if self.path.exists():
+                frames.append(self._read_csv(self.path))
+        elif self.format == "jsonl":
+            if self.path.exists():
+                frames.append(self._read_jsonl(self.path))
+        else:
+            if self.path.exists():
+                frames.append(self._read_json_array(self.path))
+            if self.journal.exists():
+                frames.append(self._read_jsonl(self.journal))
+        frames = [f for f in frames if len(f.columns)]
+        if not frames:
+            return pd.DataFrame()
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def _read_text(self, path: Path) -> str:
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ScanError(f"{path}: cannot read the previous results to resume: {err}") from err
+
+    def _read_csv(self, path: Path) -> pd.DataFrame:
+        text = _complete_lines(self._read_text(path))
+        if not text.strip():
+            return pd.DataFrame()
+        try:
+            # every field as text: the caller converts the value columns with float(),
+            # which reads back exactly what repr() wrote
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except (ValueError, pd.errors.ParserError) as err:
+            raise ScanError(
+                f"{path}: not a recastkit result table ({err}); choose another output file "
+                "or start over with --overwrite"
+            ) from err
+        return df
+
+    def _read_jsonl(self, path: Path) -> pd.DataFrame:
+        text = _complete_lines(self._read_text(path))
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ScanError(
+                    f"{path}, line {lineno}: not a JSON object ({err.msg}); choose another "
+                    "output file or start over with --overwrite"
+                ) from err
+            if not isinstance(rec, dict):
+                raise ScanError(f"{path}, line {lineno}: expected a JSON object per line")
+            records.append(rec)
+        return self._records_frame(records)
+
+    def _read_json_array(self, path: Path) -> pd.DataFrame:
+        text = self._read_text(path)
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ScanError(
+                f"{path}: malformed JSON at line {err.lineno} ({err.msg}); choose another "
+                "output file or start over with --overwrite"
+            ) from err
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise ScanError(f"{path}: expected a JSON array of row objects")
+        return self._records_frame(records)
+
+    @staticmethod
+    def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+        if not records:
+            return pd.DataFrame()
+        columns = list(records[0])
+        for rec in records[1:]:
+            columns.extend(k for k in rec if k not in columns)
+        return pd.DataFrame.from_records(records, columns=columns)
+
+    # -- writing --------------------------------------------------------------------------
+    def start(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Begin a run: rewrite the journal atomically with ``rows``, then open it to append."""
+        rows = list(rows)
+        if self.format == "csv":
+            atomic_write_text(self.journal, _csv_lines(rows, self.columns, header=True))
+        else:
+            atomic_write_text(self.journal, "".join(_json_line(r, self.columns) for r in rows))
+        self._fh = open(self.journal, "a", encoding="utf-8", newline="")
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append finished rows and push them to disk (flush + fsync)."""
+        if self._fh is None:
+            raise RuntimeError("ResultFile.append before start")
+        if self.format == "csv":
+            text = _csv_lines(rows, self.columns, header=False)
+        else:
+            text = "".join(_json_line(r, self.columns) for r in rows)
+        if not text:
+            return
+        self._fh.write(text)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Close the journal (idempotent)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def finalize(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Rewrite the output atomically with ``rows`` (grid order); drop the journal."""
+        self.close()
+        rows = list(rows)
+        if self.format == "csv":
+            atomic_write_text(self.path, _csv_lines(rows, self.columns, header=True))
+        elif self.format == "jsonl":
+            atomic_write_text(self.path, "".join(_json_line(r, self.columns) for r in rows))
+        else:
+            body = ",\n".join(_json_line(r, self.columns).rstrip("\n") for r in rows)
+            atomic_write_text(self.path, f"[\n{body}\n]\n" if rows else "[]\n")
+            with contextlib.suppress(FileNotFoundError):
+                self.journal.unlink()

@@ -1,0 +1,304 @@
+"""Worker side of :func:`recast.scan`: evaluate chunks of grid points.
+
+This module runs inside the worker processes (a local process pool, or Dask workers on a
+cluster).  It imports only the standard library, numpy and :mod:`likelihood` (no pandas),
+so a fresh worker starts quickly.
+
+A task (:class:`ChunkTask`) carries the background-only workspace as a compressed JSON
+blob with its digest, the points of the chunk (name + JSON patch) and the settings.  Each
+worker compiles the background once (:class:`likelihood.Background`) and keeps it in a
+small per-process cache keyed by the digest, so every later chunk of the same likelihood
+only applies its signal patches.  Within a chunk, each fit starts from the best fit of the
+previous point when both models have the same parameters (neighbouring grid points).
+
+A point never raises: every failure becomes a row with a ``status`` and a ``message``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+__all__ = [
+    "CLS_COLUMNS",
+    "VALUE_COLUMNS",
+    "UPPER_LIMIT_COLUMNS",
+    "THREAD_ENV",
+    "BackgroundPayload",
+    "ScanSettings",
+    "GridPoint",
+    "ChunkTask",
+    "init_worker",
+]
+
+log = logging.getLogger(__name__)
+
+#: CLs columns, the expected band in pyhf's order (-2 sigma ... +2 sigma).
+CLS_COLUMNS: tuple[str, ...] = (
+    "cls_obs",
+    "cls_exp_m2",
+    "cls_exp_m1",
+    "cls_exp",
+    "cls_exp_p1",
+    "cls_exp_p2",
+)
+#: Every per-point result column, in table order (without the upper-limit columns).
+VALUE_COLUMNS: tuple[str, ...] = (*CLS_COLUMNS, "mu_hat", "status", "message", "seconds")
+#: Upper-limit columns added by ``upper_limit=True``.
+UPPER_LIMIT_COLUMNS: tuple[str, ...] = (
+    "mu_ul_obs",
+    "mu_ul_exp_m2",
+    "mu_ul_exp_m1",
+    "mu_ul_exp",
+    "mu_ul_exp_p1",
+    "mu_ul_exp_p2",
+)
+#: Environment variables that pin BLAS / OpenMP / numba to one thread per worker.
+THREAD_ENV: dict[str, str] = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+}
+
+# How many compiled backgrounds a worker keeps (a multi-region scan cycles through a few).
+_CACHE_SIZE = 8
+_BACKGROUNDS: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+
+class BackgroundPayload(NamedTuple):
+    """The background-only workspace as sent to the workers.
+
+    Attributes
+    ----------
+    digest : str
+        sha256 digest of the workspace (:func:`likelihood.digest`): the worker cache key.
+    blob : bytes
+        zlib-compressed UTF-8 JSON of the workspace (cheap to pickle and ship).
+    source : str
+        Where it came from (file name or region), for messages.
+    """
+
+    digest: str
+    blob: bytes
+    source: str
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], digest: str, source: str) -> BackgroundPayload:
+        """Pack a workspace (``spec``) whose digest is already known."""
+        text = json.dumps(spec, separators=(",", ":"))
+        return cls(digest, zlib.compress(text.encode("utf-8"), 6), source)
+
+    def spec(self) -> dict[str, Any]:
+        """The workspace, unpacked."""
+        return json.loads(zlib.decompress(self.blob).decode("utf-8"))
+
+
+class ScanSettings(NamedTuple):
+    """What to compute at every point (the options of :func:`recast.scan`)."""
+
+    mu: float = 1.0
+    test_stat: str = "qtilde"
+    expected: str = "aposteriori"
+    upper_limit: bool = False
+    measurement: str | None = None
+    modifier_settings: Mapping[str, Any] | None = None
+
+
+class GridPoint(NamedTuple):
+    """One signal point: its row in the result table, its name and its JSON patch."""
+
+    row: int
+    name: str
+    ops: Sequence[Mapping[str, Any]]
+
+
+class ChunkTask(NamedTuple):
+    """A unit of work: a few neighbouring points of one likelihood.
+
+    ``core`` is the statistics core: ``None`` means the :mod:`likelihood` package.  Tests
+    pass a picklable stand-in with the same names (``Background``, ``hypotest``,
+    ``upper_limit``, ``NoPOIError``, ``InvalidPatch``) to drive the scan machinery alone.
+    """
+
+    background: BackgroundPayload
+    points: tuple[GridPoint, ...]
+    settings: ScanSettings
+    core: Any = None
+
+
+def init_worker() -> None:
+    """Initializer of the local worker processes.
+
+    Pins BLAS / OpenMP / numba to one thread (the parent also sets these variables before
+    the workers start, so that they apply when numpy is first imported) and ignores
+    SIGINT: Ctrl-C in a terminal reaches the whole process group, and the parent alone
+    decides how to stop (cancel pending chunks, keep finished rows).
+    """
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _core(task: ChunkTask) -> Any:
+    return task.core if task.core is not None else importlib.import_module("likelihood")
+
+
+def _background(task: ChunkTask, core: Any) -> Any:
+    """The compiled background of ``task``, from this process's cache when possible."""
+    settings = task.settings
+    key = (
+        task.background.digest,
+        json.dumps([settings.measurement, settings.modifier_settings], sort_keys=True),
+    )
+    bkg = _BACKGROUNDS.get(key)
+    if bkg is not None:
+        _BACKGROUNDS.move_to_end(key)
+        return bkg
+    start = time.perf_counter()
+    bkg = core.Background(
+        task.background.spec(),
+        measurement=settings.measurement,
+        modifier_settings=(
+            dict(settings.modifier_settings) if settings.modifier_settings is not None else None
+        ),
+    )
+    _BACKGROUNDS[key] = bkg
+    while len(_BACKGROUNDS) > _CACHE_SIZE:
+        _BACKGROUNDS.popitem(last=False)
+    log.debug(
+        "pid %s compiled background %s (%s) in %.2f s",
+        os.getpid(),
+        task.background.source,
+        task.background.digest[:12],
+        time.perf_counter() - start,
+    )
+    return bkg
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _empty_row(point: GridPoint, settings: ScanSettings) -> dict[str, Any]:
+    row: dict[str, Any] = {"row": point.row, "patch": point.name}
+    for col in (*CLS_COLUMNS, "mu_hat"):
+        row[col] = math.nan
+    if settings.upper_limit:
+        for col in UPPER_LIMIT_COLUMNS:
+            row[col] = math.nan
+    row["status"] = "error"
+    row["message"] = ""
+    row["seconds"] = math.nan
+    return row
+
+
+def _upper_limit(core: Any, model: Any, settings: ScanSettings, row: dict[str, Any]) -> None:
+    """Add the upper limits to ``row``; a failure keeps the CLs values and sets the status."""
+    try:
+        ul = core.upper_limit(model, test_stat=settings.test_stat, expected=settings.expected)
+    except Exception as err:
+        log.debug("upper limit of %s failed", row["patch"], exc_info=True)
+        row["status"] = "error"
+        row["message"] = _one_line(f"upper limit: {type(err).__name__}: {err}")
+        return
+    row["mu_ul_obs"] = float(ul.mu_ul_obs)
+    for col, value in zip(UPPER_LIMIT_COLUMNS[1:], ul.mu_ul_exp, strict=True):
+        row[col] = float(value)
+    if ul.status != "ok" and row["status"] == "ok":
+        row["status"] = str(ul.status)
+        row["message"] = _one_line(f"upper limit: {ul.message}")
+
+
+def _evaluate_point(
+    bkg: Any, core: Any, point: GridPoint, settings: ScanSettings, warm: tuple[Any, Any] | None
+) -> tuple[dict[str, Any], tuple[Any, Any] | None]:
+    """One grid point -> (result row, warm start for the next point or None)."""
+    start = time.perf_counter()
+    row = _empty_row(point, settings)
+    next_warm = None
+    try:
+        model = bkg.with_patch(point.ops, name=point.name)
+        names = tuple(model.parameter_names)
+        init = warm[1] if warm is not None and warm[0] == names else None
+        res = core.hypotest(
+            model,
+            settings.mu,
+            test_stat=settings.test_stat,
+            expected=settings.expected,
+            init=init,
+        )
+        row["cls_obs"] = float(res.cls_obs)
+        for col, value in zip(CLS_COLUMNS[1:], res.cls_exp, strict=True):
+            row[col] = float(value)
+        row["mu_hat"] = float(res.mu_hat)
+        row["status"] = str(res.status)
+        row["message"] = _one_line(res.message)
+        if res.status == "ok" and res.pars_free is not None:
+            next_warm = (names, res.pars_free)
+        if settings.upper_limit:
+            _upper_limit(core, model, settings, row)
+    except core.NoPOIError as err:
+        row["status"] = "no_signal"
+        row["message"] = _one_line(
+            "the patch adds no signal (the patched model has no parameter of interest), "
+            f"so the point is not sensitive: {err}"
+        )
+    except core.InvalidPatch as err:
+        row["status"] = "invalid_patch"
+        row["message"] = _one_line(str(err))
+    except Exception as err:  # a failing point never stops the scan
+        log.debug("point %s failed", point.name, exc_info=True)
+        row["status"] = "error"
+        row["message"] = _one_line(f"{type(err).__name__}: {err}")
+    row["seconds"] = time.perf_counter() - start
+    return row, next_warm
+
+
+def _evaluate_chunk(task: ChunkTask) -> list[dict[str, Any]]:
+    """Evaluate every point of a chunk; the worker entry point.
+
+    Parameters
+    ----------
+    task : ChunkTask
+        The background payload, the points (ordered so that neighbours follow each other)
+        and the settings.
+
+    Returns
+    -------
+    list of dict
+        One row per point, with keys ``row``, ``patch``, the CLs columns, ``mu_hat``,
+        ``status``, ``message``, ``seconds`` (and the upper-limit columns when asked).
+
+    Raises
+    ------
+    likelihood.errors.LikelihoodError
+        Only when the background-only workspace itself cannot be compiled; every failure
+        of a point is reported in its row instead.
+    """
+    core = _core(task)
+    start = time.perf_counter()
+    # A background that does not compile is an error of the whole scan, not of a point:
+    # it propagates, and the parent stops the scan with a clear message.
+    bkg = _background(task, core)
+    setup = time.perf_counter() - start
+    rows = []
+    warm: tuple[Any, Any] | None = None
+    for point in task.points:
+        row, warm = _evaluate_point(bkg, core, point, task.settings, warm)
+        rows.append(row)
+    if rows:
+        # the one-off compilation is part of the cost of the first point
+        rows[0]["seconds"] += setup
+    return rows

@@ -1,0 +1,1074 @@
+"""CLs over whole signal grids, in parallel, resumable: :func:`scan` and :func:`best_expected`.
+
+A grid is a background-only workspace plus one JSON patch per signal point (a pyhf
+PatchSet, or a folder of legacy ``patch.<name>.json`` files).  :func:`scan` splits the
+points into chunks of neighbours, evaluates the chunks on an executor (by default a local
+process pool with one BLAS thread per worker; any :class:`concurrent.futures.Executor`,
+e.g. a Dask cluster), and returns one row per point.  Each worker compiles the background
+once and then only applies the signal patches; each fit starts from the previous point's
+best fit.
+
+With ``output=``, every point is appended to the file (flushed and fsynced) as soon as
+its chunk returns, so an interruption loses no finished point; ``resume=True`` skips the points
+already there.  See ``docs/scan.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import math
+import multiprocessing
+import os
+import re
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from recast._results import ResultFile, result_format, write_table
+from recast._scan_worker import (
+    CLS_COLUMNS,
+    THREAD_ENV,
+    UPPER_LIMIT_COLUMNS,
+    VALUE_COLUMNS,
+    BackgroundPayload,
+    ChunkTask,
+    GridPoint,
+    ScanSettings,
+    _evaluate_chunk,
+    init_worker,
+)
+from recast.errors import ScanError
+
+__all__ = ["scan", "best_expected", "write_results", "dask_client", "ScanInterrupted", "STATUSES"]
+
+log = logging.getLogger(__name__)
+
+#: The values of the ``status`` column.
+STATUSES: tuple[str, ...] = ("ok", "fit_failed", "no_signal", "invalid_patch", "error")
+
+_TEST_STATS = ("qtilde", "q")
+_EXPECTED = ("aposteriori", "apriori")
+_MAX_CHUNK = 16
+_LEGACY_PATCH = re.compile(r"^patch\.(?P<name>.+)\.json$")
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """The scan was stopped (Ctrl-C / SIGTERM); the finished rows are kept.
+
+    Attributes
+    ----------
+    done : int
+        Points with a result (including those of an earlier run when resuming).
+    total : int
+        Points selected for the scan.
+    output : pathlib.Path or None
+        The result file holding the finished rows.
+    """
+
+    def __init__(self, done: int, total: int, output: Path | None) -> None:
+        super().__init__(f"scan interrupted after {done} of {total} points")
+        self.done = done
+        self.total = total
+        self.output = output
+
+
+class _Grid(NamedTuple):
+    region: str | None
+    bkgonly: Mapping[str, Any]
+    patchset: Mapping[str, Any]
+    labels: list[str]
+    source: str
+    digest: str
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+
+
+def _is_likelihood(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("name", "bkgonly", "patchset", "labels"))
+
+
+def _read_document(path: str | os.PathLike[str], what: str) -> Any:
+    from likelihood.errors import InvalidSpecification
+    from likelihood.spec import read_json
+
+    try:
+        return read_json(path)
+    except InvalidSpecification as err:
+        raise ScanError(f"cannot read the {what}: {err}") from err
+
+
+def _patchset_from_folder(
+    folder: Path, bkgonly: Mapping[str, Any], labels: Sequence[str] | None
+) -> dict[str, Any]:
+    """Turn a folder of legacy ``patch.<name>.json`` files into a PatchSet document.
+
+    The values of each point are the numbers in its name, as :func:`recast.load_likelihood`
+    reads them (:func:`recast.archive.legacy_values`: ``_``-separated numeric fields, ``p``
+    as decimal point); points are sorted by their values.
+    """
+    from likelihood.spec import digest
+    from recast.archive import legacy_values
+
+    files = [p for p in folder.iterdir() if _LEGACY_PATCH.match(p.name)]
+    if not files:
+        raise ScanError(
+            f"{folder}: no patch files named patch.<name>.json; give a patchset file or the "
+            "folder that holds the per-point patches"
+        )
+    points = []
+    for path in files:
+        name = _LEGACY_PATCH.match(path.name)["name"]  # type: ignore[index]
+        points.append((legacy_values(name, source=str(path)), name, path))
+    points.sort(key=lambda t: (t[0], t[1]))
+    n = len(points[0][0])
+    for values, _, path in points:
+        if len(values) != n:
+            raise ScanError(
+                f"{path}: the name holds {len(values)} number(s) {values}, but "
+                f"{points[0][2].name} holds {n}; keep one kind of point per folder"
+            )
+    if labels is None:
+        labels = [f"m{i + 1}" for i in range(n)]
+    elif len(labels) != n:
+        raise ScanError(
+            f"{folder}: labels {list(labels)} name {len(labels)} value(s), but the patch "
+            f"names hold {n} number(s) (e.g. {points[0][2].name}); give {n} label(s)"
+        )
+    patches = [
+        {
+            "metadata": {"name": re.sub(r"[^A-Za-z0-9_]", "_", name), "values": values},
+            "patch": _read_document(path, "patch file"),
+        }
+        for values, name, path in points
+    ]
+    return {
+        "metadata": {
+            "description": f"converted by recastkit from {len(patches)} patch files in {folder}",
+            "digests": {"sha256": digest(bkgonly)},
+            "labels": list(labels),
+            "references": {},
+        },
+        "patches": patches,
+        "version": "1.0.0",
+    }
+
+
+def _check_patchset(patchset: Any, source: str) -> None:
+    """Structural checks, cheap enough for a 15 MB patchset (the patches apply per point)."""
+    if not isinstance(patchset, Mapping):
+        raise ScanError(f"{source}: a patchset is a JSON object, got {type(patchset).__name__}")
+    metadata = patchset.get("metadata")
+    patches = patchset.get("patches")
+    if not isinstance(metadata, Mapping) or not isinstance(patches, list):
+        raise ScanError(
+            f"{source}: not a pyhf PatchSet (needs /metadata and a /patches list); give the "
+            "patchset.json published with the BkgOnly.json, or one made by recastkit make-patch"
+        )
+    labels = metadata.get("labels", [])
+    if not isinstance(labels, list):
+        raise ScanError(f"{source}: /metadata/labels must be a list, got {labels!r:.80}")
+    seen: dict[str, int] = {}
+    for i, patch in enumerate(patches):
+        meta = patch.get("metadata") if isinstance(patch, Mapping) else None
+        if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
+            raise ScanError(f"{source}: /patches/{i}/metadata/name is missing")
+        name = meta["name"]
+        values = meta.get("values", [])
+        if not isinstance(values, list) or len(values) != len(labels):
+            raise ScanError(
+                f"{source}: /patches/{i}/metadata/values of {name!r} is {values!r:.80}, but "
+                f"the patchset has labels {labels}; give one value per label"
+            )
+        if not isinstance(patch.get("patch"), list):
+            raise ScanError(f"{source}: /patches/{i}/patch of {name!r} is not a list of operations")
+        if name in seen:
+            raise ScanError(
+                f"{source}: /patches/{i}/metadata/name {name!r} repeats patch {seen[name]}; "
+                "patch names must be unique"
+            )
+        seen[name] = i
+
+
+def _verify_digest(grid: _Grid) -> None:
+    digests = grid.patchset.get("metadata", {}).get("digests")
+    if not isinstance(digests, Mapping) or "sha256" not in digests:
+        log.warning(
+            "%s: the patchset records no sha256 digest of its BkgOnly; not checked", grid.source
+        )
+        return
+    expected = str(digests["sha256"]).lower()
+    if expected != grid.digest:
+        raise ScanError(
+            f"{grid.source}: /metadata/digests/sha256 is {expected}, but the background-only "
+            f"workspace has sha256 {grid.digest}: the patches were made for another BkgOnly. "
+            "Use the BkgOnly.json published with this patchset, or pass verify=False "
+            "(--no-verify) if you know they belong together"
+        )
+
+
+def _grid(
+    bkgonly: Any,
+    patchset: Any,
+    region: str | None,
+    labels: Sequence[str] | None,
+    source: str,
+) -> _Grid:
+    from likelihood.spec import digest
+
+    if isinstance(bkgonly, (str, os.PathLike)):
+        source = str(bkgonly)
+        bkgonly = _read_document(bkgonly, "background-only workspace")
+    if not isinstance(bkgonly, Mapping) or "channels" not in bkgonly:
+        raise ScanError(
+            f"{source}: not a HistFactory workspace (a JSON object with /channels); give the "
+            "background-only workspace (BkgOnly.json) first"
+        )
+    if patchset is None:
+        raise ScanError(
+            f"{source}: no signal patches; give a patchset file or a folder of "
+            "patch.<name>.json files after the BkgOnly.json"
+        )
+    ps_source = f"patchset of {source}"
+    if isinstance(patchset, (str, os.PathLike)):
+        ps_source = str(patchset)
+        path = Path(patchset)
+        if path.is_dir():
+            patchset = _patchset_from_folder(path, bkgonly, labels)
+        else:
+            patchset = _read_document(path, "patchset")
+    _check_patchset(patchset, ps_source)
+    names = list(patchset["metadata"].get("labels", []))
+    if labels is not None:
+        if len(labels) != len(names):
+            raise ScanError(
+                f"{ps_source}: labels {list(labels)} do not match the {len(names)} value(s) "
+                f"per point of the patchset (labels {names})"
+            )
+        names = list(labels)
+    return _Grid(region, bkgonly, patchset, names, ps_source, digest(bkgonly).lower())
+
+
+def _resolve_grids(bkgonly: Any, patchset: Any, labels: Sequence[str] | None) -> list[_Grid]:
+    if _is_likelihood(bkgonly):
+        likelihoods = [bkgonly]
+    elif isinstance(bkgonly, Sequence) and not isinstance(bkgonly, (str, bytes)):
+        likelihoods = list(bkgonly)
+        if not likelihoods or not all(_is_likelihood(x) for x in likelihoods):
+            raise ScanError(
+                "scan takes a BkgOnly workspace (dict or path) with a patchset, a Likelihood "
+                "from recast.load_likelihood, or a list of Likelihoods (one per region)"
+            )
+    else:
+        return [_grid(bkgonly, patchset, None, labels, "background-only workspace")]
+    if patchset is not None:
+        raise ScanError("give no separate patchset with a Likelihood: it carries its own")
+    grids = []
+    for lh in likelihoods:
+        source = str(getattr(lh, "bkgonly_path", None) or lh.name)
+        grids.append(_grid(lh.bkgonly, lh.patchset, lh.name, labels or lh.labels, source))
+    names = [g.region for g in grids]
+    if len(set(names)) != len(names):
+        raise ScanError(f"the likelihoods to scan repeat a region name: {names}")
+    return grids
+
+
+# ---------------------------------------------------------------------------------------
+# the point table and the selection
+
+
+def _point_table(grids: Sequence[_Grid], multi: bool) -> tuple[pd.DataFrame, list[str]]:
+    labels: list[str] = []
+    for g in grids:
+        labels.extend(x for x in g.labels if x not in labels)
+    records = []
+    for gi, g in enumerate(grids):
+        for pi, patch in enumerate(g.patchset["patches"]):
+            rec: dict[str, Any] = {"_grid": gi, "_patch": pi}
+            if multi:
+                rec["region"] = g.region
+            rec["patch"] = patch["metadata"]["name"]
+            rec.update(zip(g.labels, patch["metadata"].get("values", []), strict=True))
+            records.append(rec)
+    head = ["_grid", "_patch", *(["region"] if multi else []), "patch"]
+    table = pd.DataFrame.from_records(records, columns=[*head, *labels])
+    return table, labels
+
+
+def _select(
+    table: pd.DataFrame, points: Sequence[str] | str | None, where: str | None
+) -> pd.Series:
+    mask = pd.Series(True, index=table.index)
+    if points is not None:
+        names = [p.strip() for p in points.split(",")] if isinstance(points, str) else list(points)
+        names = [n for n in names if n]
+        known = set(table["patch"])
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            hints = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+            hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+            raise ScanError(
+                f"points: no patch named {', '.join(map(repr, unknown[:5]))} in the patchset "
+                f"({len(known)} patches){hint}"
+            )
+        mask &= table["patch"].isin(names)
+    if where:
+        public = table.drop(columns=["_grid", "_patch"])
+        try:
+            result = public.eval(where, engine="python")
+        except pd.errors.UndefinedVariableError as err:
+            raise ScanError(
+                f"where {where!r}: {err}; the columns are {', '.join(public.columns)}"
+            ) from err
+        except Exception as err:  # pandas raises many kinds for a bad expression
+            raise ScanError(
+                f"where {where!r} is not a valid pandas query on the columns "
+                f"{', '.join(public.columns)}: {type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(result, pd.Series) or result.dtype != bool:
+            raise ScanError(
+                f"where {where!r} must be a condition (true/false per point), e.g. "
+                f"'{(public.columns[-1])} > 500'"
+            )
+        mask &= result
+    return mask
+
+
+def _chunk_sizes(n: int, n_workers: int, fixed: int | None) -> list[int]:
+    """Sizes of the chunks of ``n`` points: ``fixed``, or guided (large first, small last).
+
+    Guided: each chunk takes about 1/(2 * workers) of the points still to hand out, at
+    most 16, so that the first chunks amortise the set-up and keep warm starts, and the
+    last ones are small enough for the workers to finish together.
+    """
+    sizes = []
+    left = n
+    while left > 0:
+        size = fixed or max(1, min(_MAX_CHUNK, math.ceil(left / (2 * n_workers))))
+        size = min(size, left)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+def _chunks(
+    table: pd.DataFrame, rows: Sequence[int], labels: Sequence[str], sizes: Sequence[int]
+) -> Iterator[list[int]]:
+    """Split ``rows`` of one grid into chunks of neighbours (sorted by the label values)."""
+    sub = table.loc[list(rows)]
+    keys = [c for c in labels if c in sub.columns and sub[c].notna().all()]
+    if keys:
+        try:
+            sub = sub.sort_values(keys, kind="stable")
+        except TypeError:  # values of mixed types: keep the patchset order
+            pass
+    ordered = list(sub.index)
+    start = 0
+    for size in sizes:
+        yield ordered[start : start + size]
+        start += size
+
+
+# ---------------------------------------------------------------------------------------
+# executors
+
+
+def _default_jobs() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _pinned_threads() -> Iterator[None]:
+    """Set the one-thread variables in this process's environment while workers start."""
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update(THREAD_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _executor_workers(executor: Any) -> int | None:
+    n = getattr(executor, "_max_workers", None)
+    if isinstance(n, int):
+        return n
+    client = getattr(executor, "_client", None) or (
+        executor if hasattr(executor, "nthreads") else None
+    )
+    if client is not None:
+        with contextlib.suppress(Exception):
+            return int(sum(client.nthreads().values())) or None
+    return None
+
+
+def _as_executor(executor: Any) -> Executor:
+    # a dask.distributed Client: use its concurrent.futures interface
+    if not isinstance(executor, Executor) and hasattr(executor, "get_executor"):
+        return executor.get_executor()
+    if not hasattr(executor, "submit"):
+        raise ScanError(
+            f"executor must be a concurrent.futures.Executor or a dask.distributed Client, "
+            f"got {type(executor).__name__}"
+        )
+    return executor
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -> Iterator[Any]:
+    """A ``dask.distributed`` client for :func:`scan` (needs the ``dask`` extra).
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``), e.g. one started by
+        dask-jobqueue on HTCondor or Slurm.  Without it, a local cluster of ``n_workers``
+        single-threaded worker processes on 127.0.0.1 is started, and closed on exit.
+    n_workers : int, optional
+        Workers of the local cluster (default: the usable cores).
+
+    Yields
+    ------
+    distributed.Client
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        raise ScanError(
+            "the Dask executor needs dask.distributed: pip install 'recastkit[dask]'"
+        ) from err
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except OSError as err:
+            raise ScanError(
+                f"cannot connect to the Dask scheduler at {scheduler}: {err}; check the "
+                "address (tcp://host:port) and that the scheduler runs"
+            ) from err
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    with _pinned_threads():
+        cluster = LocalCluster(
+            n_workers=n_workers or _default_jobs(),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+    try:
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+class _Runner:
+    """Submits chunk tasks to an executor (or runs them here) and yields finished rows."""
+
+    def __init__(self, executor: Any, jobs: int | None, n_tasks: int) -> None:
+        self.own_pool: ProcessPoolExecutor | None = None
+        self.executor: Executor | None = None
+        self.futures: dict[Future, ChunkTask] = {}
+        if executor is not None:
+            self.executor = _as_executor(executor)
+            return
+        n = min(jobs or _default_jobs(), n_tasks)
+        if n > 1:
+            # "spawn": fresh interpreters that read the one-thread variables at start-up.
+            with _pinned_threads():
+                self.own_pool = ProcessPoolExecutor(
+                    max_workers=n,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=init_worker,
+                )
+            self.executor = self.own_pool
+
+    def run(self, tasks: Sequence[ChunkTask]) -> Iterator[tuple[ChunkTask, Any]]:
+        """Yield ``(task, rows or exception)`` as tasks finish."""
+        if self.executor is None:
+            for task in tasks:
+                try:
+                    yield task, _evaluate_chunk(task)
+                except Exception as err:
+                    yield task, err
+            return
+        # our own pool starts its workers on demand while tasks are submitted
+        with _pinned_threads() if self.own_pool is not None else contextlib.nullcontext():
+            for task in tasks:
+                self.futures[self.executor.submit(_evaluate_chunk, task)] = task
+        pending = set(self.futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = self.futures.pop(fut)
+                try:
+                    yield task, fut.result()
+                except Exception as err:
+                    yield task, err
+
+    def stop(self) -> None:
+        """Cancel what has not started; stop our own workers at once."""
+        for fut in list(self.futures):
+            fut.cancel()
+        if self.own_pool is not None:
+            processes = list(getattr(self.own_pool, "_processes", {}).values())
+            self.own_pool.shutdown(wait=False, cancel_futures=True)
+            for proc in processes:
+                with contextlib.suppress(Exception):
+                    proc.terminate()
+            for proc in processes:
+                with contextlib.suppress(Exception):
+                    proc.join(timeout=5)
+            self.own_pool = None
+
+    def close(self) -> None:
+        if self.own_pool is not None:
+            self.own_pool.shutdown(wait=True)
+            self.own_pool = None
+
+
+# ---------------------------------------------------------------------------------------
+# results
+
+
+def _result_columns(multi: bool, labels: Sequence[str], upper_limit: bool) -> list[str]:
+    return [
+        *(["region"] if multi else []),
+        "patch",
+        *labels,
+        *VALUE_COLUMNS,
+        *(UPPER_LIMIT_COLUMNS if upper_limit else ()),
+    ]
+
+
+def _float_or_nan(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out
+
+
+def _previous_rows(
+    rf: ResultFile, table: pd.DataFrame, columns: Sequence[str], multi: bool
+) -> dict[int, dict[str, Any]]:
+    """Rows of an earlier run, keyed by table row; "error" rows are dropped (retried)."""
+    prev = rf.read()
+    if prev.empty:
+        return {}
+    if set(prev.columns) != set(columns):
+        raise ScanError(
+            f"{rf.path}: its columns {list(prev.columns)} differ from this scan's "
+            f"{list(columns)}: it was written with other options (--upper-limit, regions, "
+            "labels). Resume with the same options, choose another output file, or start over "
+            "with --overwrite"
+        )
+    key_cols = ["region", "patch"] if multi else ["patch"]
+    index = {
+        tuple(str(v) for v in key): i
+        for i, key in zip(table.index, table[key_cols].itertuples(index=False), strict=True)
+    }
+    rows: dict[int, dict[str, Any]] = {}
+    foreign = []
+    for rec in prev.to_dict("records"):
+        key = tuple(str(rec[c]) for c in key_cols)
+        i = index.get(key)
+        if i is None:
+            foreign.append(key)
+            continue
+        status = rec.get("status")
+        if not isinstance(status, str) or status not in STATUSES or status == "error":
+            continue
+        row: dict[str, Any] = {}
+        for col in (*CLS_COLUMNS, "mu_hat", "seconds", *UPPER_LIMIT_COLUMNS):
+            if col in rec:
+                row[col] = _float_or_nan(rec[col])
+        message = rec.get("message")
+        row["status"] = status
+        row["message"] = message if isinstance(message, str) else ""
+        rows[i] = row
+    if foreign:
+        raise ScanError(
+            f"{rf.path}: {len(foreign)} row(s) name points that are not in this grid (e.g. "
+            f"{'/'.join(foreign[0])}); it holds another scan. Choose another output file or "
+            "start over with --overwrite"
+        )
+    return rows
+
+
+def _record(
+    table: pd.DataFrame, i: int, values: Mapping[str, Any], columns: Sequence[str]
+) -> dict[str, Any]:
+    rec = {c: table.at[i, c] for c in columns if c in table.columns}
+    rec.update({c: values.get(c, math.nan) for c in columns if c not in table.columns})
+    return rec
+
+
+def _frame(records: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(records, columns=list(columns))
+    for col in (*CLS_COLUMNS, "mu_hat", "seconds", *UPPER_LIMIT_COLUMNS):
+        if col in df.columns:
+            df[col] = df[col].astype("float64")
+    for col in ("status", "message"):
+        df[col] = df[col].fillna("").astype(str)
+    return df
+
+
+def _summary(df: pd.DataFrame, new: int, wall: float) -> dict[str, Any]:
+    counts = df["status"].value_counts()
+    ok = int(counts.get("ok", 0))
+    no_signal = int(counts.get("no_signal", 0))
+    return {
+        "points": len(df),
+        "computed": new,
+        "ok": ok,
+        "no_signal": no_signal,
+        "failed": len(df) - ok - no_signal,
+        "statuses": {str(k): int(v) for k, v in counts.items()},
+        "wall_seconds": wall,
+        "points_per_second": new / wall if wall > 0 else math.nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# the scan
+
+
+def scan(
+    bkgonly: Any,
+    patchset: Any = None,
+    *,
+    mu: float = 1.0,
+    jobs: int | None = None,
+    executor: Any = None,
+    upper_limit: bool = False,
+    expected: str = "aposteriori",
+    test_stat: str = "qtilde",
+    points: Sequence[str] | str | None = None,
+    where: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    chunk_size: int | None = None,
+    verify: bool = True,
+    labels: Sequence[str] | None = None,
+    measurement: str | None = None,
+    modifier_settings: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Asymptotic CLs at ``mu`` for every point of a signal grid.
+
+    Parameters
+    ----------
+    bkgonly : mapping, path-like, Likelihood or list of Likelihood
+        The background-only workspace (a dict, or the path of ``BkgOnly.json``), or a
+        :class:`recast.Likelihood` from :func:`recast.load_likelihood` (then ``patchset``
+        is None), or a list of Likelihoods (several regions of one analysis, scanned into
+        one table with a ``region`` column).
+    patchset : mapping or path-like, optional
+        A pyhf PatchSet (dict or file, e.g. from ``recastkit make-patch``), or a folder of
+        legacy per-point ``patch.<name>.json`` files (the values of each point are the
+        numbers in its name; ``labels`` names them).
+    mu : float, default 1.0
+        Signal strength tested.
+    jobs : int, optional
+        Worker processes of the local pool (default: the usable cores).  ``jobs=1`` runs
+        in this process.  Ignored when ``executor`` is given.
+    executor : concurrent.futures.Executor or distributed.Client, optional
+        Where to run the chunks instead of a local pool (e.g. ``client.get_executor()`` of a
+        Dask cluster, see :func:`dask_client`).  It is not shut down.
+    upper_limit : bool, default False
+        Also compute the 95% CL upper limits on mu (observed and expected band).
+    expected : {"aposteriori", "apriori"}
+        Expected band from the background-only fit to data, or from the nominal model.
+    test_stat : {"qtilde", "q"}
+        Test statistic (arXiv:1007.1727).
+    points : sequence of str or str, optional
+        Patch names to scan (a list or comma-separated); default all.
+    where : str, optional
+        A pandas query on the label columns (and ``patch``, ``region``), e.g. ``"m1 > 500"``.
+    output : path-like, optional
+        ``*.csv``, ``*.json`` or ``*.jsonl``: every point is appended as its chunk returns
+        (flushed + fsynced); at the end the file is rewritten atomically in grid order.
+    resume : bool, default False
+        Keep the points already in ``output`` (except rows with status "error", which are
+        computed again) and compute only the others.
+    overwrite : bool, default False
+        Replace an existing ``output`` (otherwise an existing file is an error unless
+        ``resume``).
+    progress : bool, default False
+        Show a tqdm progress bar (points/s, ETA) on stderr.
+    chunk_size : int, optional
+        Points per task.  Default: guided, at most 16, each chunk about 1/(2 * workers) of
+        the points left, so that the last chunks are small and the workers end together.
+    verify : bool, default True
+        Check that the patchset's sha256 digest is the background-only workspace's.
+    labels : sequence of str, optional
+        Names of the point values (label columns), e.g. for legacy patch files.
+    measurement : str, optional
+        Measurement of the workspace to use (default: the first).
+    modifier_settings : mapping, optional
+        Interpolation codes, as :func:`likelihood.compile` (default: code4 / code4p).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per point, in patchset order (region by region), with columns ``[region]``,
+        ``patch``, one per label, ``cls_obs, cls_exp_m2, cls_exp_m1, cls_exp, cls_exp_p1,
+        cls_exp_p2, mu_hat, status, message, seconds`` (and ``mu_ul_obs, mu_ul_exp_m2 ...
+        mu_ul_exp_p2`` with ``upper_limit``).  ``status`` is one of :data:`STATUSES`; the
+        values are NaN unless it is "ok" (or "fit_failed" with partial values).
+        ``df.attrs["summary"]`` holds the counts and the wall time.
+
+    Raises
+    ------
+    ScanError
+        Bad inputs or options (unreadable files, digest mismatch, unknown point or
+        ``where`` column, an output of another scan...).  A failing point never raises:
+        it is a row with its status and message.
+    ScanInterrupted
+        On KeyboardInterrupt (Ctrl-C): pending chunks are cancelled and the finished rows
+        are kept in ``output``; run again with ``resume=True`` to continue.
+    """
+    return _scan(
+        bkgonly,
+        patchset,
+        mu=mu,
+        jobs=jobs,
+        executor=executor,
+        upper_limit=upper_limit,
+        expected=expected,
+        test_stat=test_stat,
+        points=points,
+        where=where,
+        output=output,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        chunk_size=chunk_size,
+        verify=verify,
+        labels=labels,
+        measurement=measurement,
+        modifier_settings=modifier_settings,
+        core=None,
+    )
+
+
+def _check_options(
+    mu: float,
+    jobs: int | None,
+    expected: str,
+    test_stat: str,
+    chunk_size: int | None,
+    output: Any,
+    resume: bool,
+    overwrite: bool,
+) -> None:
+    if not isinstance(mu, (int, float)) or not math.isfinite(mu):
+        raise ScanError(f"mu must be a finite number, got {mu!r}")
+    if test_stat not in _TEST_STATS:
+        raise ScanError(f"test_stat must be one of {_TEST_STATS}, got {test_stat!r}")
+    if expected not in _EXPECTED:
+        raise ScanError(f"expected must be one of {_EXPECTED}, got {expected!r}")
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+        raise ScanError(f"jobs must be a positive integer, got {jobs!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ScanError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if resume and overwrite:
+        raise ScanError("resume and overwrite exclude each other: choose one")
+    if resume and output is None:
+        raise ScanError("resume needs the output file of the earlier run (-o results.csv)")
+    if output is not None:
+        result_format(output)
+
+
+def _scan(
+    bkgonly: Any,
+    patchset: Any,
+    *,
+    mu: float,
+    jobs: int | None,
+    executor: Any,
+    upper_limit: bool,
+    expected: str,
+    test_stat: str,
+    points: Sequence[str] | str | None,
+    where: str | None,
+    output: str | os.PathLike[str] | None,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    chunk_size: int | None,
+    verify: bool,
+    labels: Sequence[str] | None,
+    measurement: str | None,
+    modifier_settings: Mapping[str, Any] | None,
+    core: Any,
+    on_rows: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """:func:`scan` with the statistics core as a parameter (tests pass a stand-in)."""
+    started = time.perf_counter()
+    _check_options(mu, jobs, expected, test_stat, chunk_size, output, resume, overwrite)
+    grids = _resolve_grids(bkgonly, patchset, labels)
+    if verify:
+        for g in grids:
+            _verify_digest(g)
+    multi = len(grids) > 1
+    table, label_names = _point_table(grids, multi)
+    selected = _select(table, points, where)
+    if not selected.any():
+        raise ScanError(
+            f"no point selected (points={points!r}, where={where!r}) out of {len(table)}"
+        )
+    columns = _result_columns(multi, label_names, upper_limit)
+    settings = ScanSettings(
+        float(mu),
+        test_stat,
+        expected,
+        bool(upper_limit),
+        measurement,
+        dict(modifier_settings) if modifier_settings is not None else None,
+    )
+
+    rf = ResultFile(output, columns) if output is not None else None
+    results: dict[int, dict[str, Any]] = {}
+    if rf is not None and rf.exists():
+        if resume:
+            results = _previous_rows(rf, table, columns, multi)
+            log.info("resuming: %d point(s) already in %s", len(results), rf.path)
+        elif not overwrite:
+            raise ScanError(
+                f"{rf.path} exists: pass resume=True (--resume) to continue that scan, or "
+                "overwrite=True (--overwrite) to start over"
+            )
+    wanted = [i for i in table.index[selected]]
+    todo = [i for i in wanted if i not in results]
+    final_rows = sorted(set(wanted) | set(results))
+
+    # tasks: chunks of neighbours, never mixing likelihoods
+    n_workers = (_executor_workers(_as_executor(executor)) if executor is not None else None) or (
+        jobs or _default_jobs()
+    )
+    tasks = []
+    for gi, g in enumerate(grids):
+        rows = [i for i in todo if table.at[i, "_grid"] == gi]
+        if not rows:
+            continue
+        payload = BackgroundPayload.from_spec(g.bkgonly, g.digest, g.region or g.source)
+        patches = g.patchset["patches"]
+        sizes = _chunk_sizes(len(rows), n_workers, chunk_size)
+        for chunk in _chunks(table, rows, g.labels, sizes):
+            pts = tuple(
+                GridPoint(
+                    i,
+                    patches[table.at[i, "_patch"]]["metadata"]["name"],
+                    patches[table.at[i, "_patch"]]["patch"],
+                )
+                for i in chunk
+            )
+            tasks.append(ChunkTask(payload, pts, settings, core))
+    log.info(
+        "scan: %d point(s) to compute in %d chunk(s) of <= %d (%d already done), %d likelihood(s)",
+        len(todo),
+        len(tasks),
+        max((len(t.points) for t in tasks), default=0),
+        len(final_rows) - len(todo),
+        len(grids),
+    )
+
+    def records(rows: Sequence[int]) -> list[dict[str, Any]]:
+        return [_record(table, i, results[i], columns) for i in rows if i in results]
+
+    if rf is not None:
+        rf.start(records(final_rows))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(todo),
+        disable=not progress,
+        unit="pt",
+        desc="scan",
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+    counts = {"ok": 0, "failed": 0}
+    runner = _Runner(executor, jobs, len(tasks)) if tasks else None
+    computed = 0
+    try:
+        if runner is not None:
+            for task, outcome in runner.run(tasks):
+                if isinstance(outcome, BaseException):
+                    outcome_rows = _failed_chunk(task, outcome)
+                else:
+                    outcome_rows = outcome
+                for row in outcome_rows:
+                    i = row["row"]
+                    results[i] = row
+                    kind = row["status"] if row["status"] in ("ok", "no_signal") else "failed"
+                    counts[kind] = counts.get(kind, 0) + 1
+                if rf is not None:
+                    rf.append(records([row["row"] for row in outcome_rows]))
+                computed += len(outcome_rows)
+                bar.update(len(outcome_rows))
+                bar.set_postfix(counts, refresh=False)
+                if on_rows is not None:
+                    on_rows(computed)
+            runner.close()
+    except KeyboardInterrupt as err:
+        if runner is not None:
+            runner.stop()
+        bar.close()
+        done = len([i for i in final_rows if i in results])
+        if rf is not None:
+            rf.finalize(records(final_rows))
+        log.warning("scan interrupted: %d of %d point(s) done", done, len(final_rows))
+        raise ScanInterrupted(done, len(final_rows), rf.path if rf else None) from err
+    except BaseException:
+        if runner is not None:
+            runner.stop()
+        bar.close()
+        if rf is not None:
+            rf.finalize(records(final_rows))
+        raise
+    bar.close()
+
+    df = _frame(records(final_rows), columns)
+    if rf is not None:
+        rf.finalize(df.to_dict("records"))
+    wall = time.perf_counter() - started
+    df.attrs["summary"] = _summary(df, computed, wall)
+    s = df.attrs["summary"]
+    log.info(
+        "scan done: %d point(s): %d ok, %d failed, %d no_signal; %d computed in %.1f s",
+        s["points"],
+        s["ok"],
+        s["failed"],
+        s["no_signal"],
+        computed,
+        wall,
+    )
+    return df
+
+
+def _failed_chunk(task: ChunkTask, err: BaseException) -> list[dict[str, Any]]:
+    """Rows for a chunk whose task raised: a background that does not compile stops the scan."""
+    from likelihood.errors import LikelihoodError
+
+    if isinstance(err, LikelihoodError):
+        raise ScanError(
+            f"{task.background.source}: the background-only workspace cannot be compiled: {err}"
+        ) from err
+    message = " ".join(f"the worker failed: {type(err).__name__}: {err}".split())
+    log.warning("chunk of %d point(s) failed: %s", len(task.points), message)
+    rows = []
+    for point in task.points:
+        row: dict[str, Any] = {c: math.nan for c in (*CLS_COLUMNS, "mu_hat", "seconds")}
+        if task.settings.upper_limit:
+            row.update({c: math.nan for c in UPPER_LIMIT_COLUMNS})
+        row.update(row=point.row, patch=point.name, status="error", message=message)
+        rows.append(row)
+    return rows
+
+
+def write_results(results: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a result table (e.g. of :func:`best_expected`) atomically as CSV, JSON or JSONL.
+
+    The format follows the suffix of ``path`` (``.csv``, ``.json``, ``.jsonl``), as the
+    ``output`` of :func:`scan`: floats exactly (``repr``), NaN as an empty CSV field or
+    JSON ``null``.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    result_format(path)
+    write_table(results, path)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------
+# best expected region
+
+
+_NON_LABEL = {"region", "patch", *VALUE_COLUMNS, *UPPER_LIMIT_COLUMNS}
+
+
+def best_expected(results: pd.DataFrame) -> pd.DataFrame:
+    """Per point, the region with the lowest expected CLs (as ATLAS combines regions).
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        A scan table with a ``region`` column (several likelihoods of one analysis).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per point (same label values; the patch name when there are no labels):
+        the row of the region whose ``cls_exp`` is lowest among its rows with status "ok";
+        when no region is "ok" for a point, its first row.  The ``region`` column says
+        which region was taken.  Points in order of first appearance.
+    """
+    missing = {"patch", "status", "cls_exp"} - set(results.columns)
+    if missing:
+        raise ScanError(
+            f"best_expected needs a scan result table; columns {sorted(missing)} are missing"
+        )
+    if "region" not in results.columns:
+        log.info("best_expected: no region column (one likelihood); the table is unchanged")
+        return results.reset_index(drop=True).copy()
+    labels = [c for c in results.columns if c not in _NON_LABEL]
+    keys = labels if labels and results[labels].notna().all().all() else ["patch"]
+    df = results.reset_index(drop=True)
+    ok = df["status"].eq("ok") & df["cls_exp"].notna()
+    order = pd.DataFrame(
+        {
+            "_bad": ~ok,
+            "_value": df["cls_exp"].where(ok, math.inf),
+            "_pos": range(len(df)),
+            "_group": df.groupby(keys, sort=False, dropna=False).ngroup(),
+        }
+    )
+    best = order.sort_values(["_group", "_bad", "_value", "_pos"], kind="stable")
+    chosen = best.drop_duplicates("_group", keep="first")["_pos"].to_numpy()
+    out = df.iloc[chosen].reset_index(drop=True)
+    out.attrs = {}
+    return out
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``recast.scan(...)`` call :func:`scan` even once this module is imported.
+
+    The package exports the function ``recast.scan`` lazily, but importing the submodule
+    ``recast.scan`` (``from recast.scan import best_expected``) makes the package
+    attribute ``recast.scan`` this module.  Forwarding calls keeps both spellings working.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        return scan(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
