@@ -11,6 +11,8 @@ only loaded when a kernel is needed.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -59,6 +61,23 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps public functions from being shadowed by the submodules of the same name.
+
+    Importing a submodule binds it as an attribute of its package: ``likelihood.fit``
+    would replace the public function of that name.  The submodule stays reachable
+    through ``sys.modules`` and ``from likelihood.fit import ...``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _EXPORTS:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only

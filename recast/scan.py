@@ -22,9 +22,7 @@ import math
 import multiprocessing
 import os
 import re
-import sys
 import time
-import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -1057,18 +1055,3 @@ def best_expected(results: pd.DataFrame) -> pd.DataFrame:
     out = df.iloc[chosen].reset_index(drop=True)
     out.attrs = {}
     return out
-
-
-class _CallableModule(types.ModuleType):
-    """Makes ``recast.scan(...)`` call :func:`scan` even once this module is imported.
-
-    The package exports the function ``recast.scan`` lazily, but importing the submodule
-    ``recast.scan`` (``from recast.scan import best_expected``) makes the package
-    attribute ``recast.scan`` this module.  Forwarding calls keeps both spellings working.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        return scan(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -88,6 +88,18 @@ def test_public_names_are_pinned_and_resolve(module, expected):
         module.definitely_not_public  # noqa: B018
 
 
+@pytest.mark.parametrize("package", ["recast", "likelihood"])
+def test_submodules_never_shadow_public_names(package):
+    # `likelihood.fit` and `recast.scan` are both a submodule and a public function
+    code = (
+        f"import importlib, pkgutil, types, {package} as pkg\n"
+        f"for m in pkgutil.iter_modules(pkg.__path__): importlib.import_module('{package}.' + m.name)\n"
+        "bad = [n for n in pkg.__all__ if isinstance(getattr(pkg, n), types.ModuleType)]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
 def test_error_hierarchy_subclasses_builtins():
     assert issubclass(likelihood.InvalidWorkspace, likelihood.LikelihoodError)
     assert issubclass(likelihood.InvalidWorkspace, ValueError)
