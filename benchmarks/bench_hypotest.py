@@ -1,0 +1,183 @@
+"""Time one asymptotic CLs hypothesis test per signal point: pyhf vs recastkit.
+
+Side by side in one run, on one core: pyhf 0.7.6 (numpy backend, scipy SLSQP, the settings
+of the references in ``shared/hepdata``: qtilde, mu = 1, normsys code4, histosys code4p)
+and recastkit (``Background.with_patch`` + ``hypotest``), on 1Lbb and sbottom RegionA
+(10 patches each by default).  Prints per-analysis medians and their ratio, then the cold
+start of recastkit in a fresh process (import, compile, first hypotest), with the numba
+cache absent and present.
+
+Usage::
+
+    python benchmarks/bench_hypotest.py [--shared PATH] [--points N] [--skip-pyhf]
+
+This is a benchmark, not a test; timings on a shared machine are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+
+# one core, one BLAS thread: set before numpy is imported anywhere
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _pin_one_core() -> str:
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[0]})
+        return f"pinned to CPU {cpus[0]} (of {len(cpus)})"
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return "not pinned (no sched_setaffinity)"
+
+
+def _cases(shared: Path, n: int) -> list[tuple[str, dict, list[tuple[str, list]]]]:
+    bkg = json.loads((shared / "1Lbb" / "BkgOnly.json").read_text())
+    ps = json.loads((shared / "1Lbb" / "patchset.json").read_text())
+    step = max(1, len(ps["patches"]) // n)
+    one_lbb = [(p["metadata"]["name"], p["patch"]) for p in ps["patches"][::step][:n]]
+    d = shared / "sbottom_multib" / "RegionA"
+    files = sorted(d.glob("patch.*.json"))
+    step = max(1, len(files) // n)
+    sbottom = [(f.stem, json.loads(f.read_text())) for f in files[::step][:n]]
+    return [
+        ("1Lbb", bkg, one_lbb),
+        ("sbottom RegionA", json.loads((d / "BkgOnly.json").read_text()), sbottom),
+    ]
+
+
+def _time_pyhf(bkg: dict, patches: list[tuple[str, list]]) -> list[float]:
+    import jsonpatch
+    import pyhf
+
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    out = []
+    for _name, patch in patches:
+        t0 = time.perf_counter()
+        spec = jsonpatch.apply_patch(bkg, patch)
+        ws = pyhf.Workspace(spec)
+        model = ws.model(
+            modifier_settings={
+                "normsys": {"interpcode": "code4"},
+                "histosys": {"interpcode": "code4p"},
+            }
+        )
+        pyhf.infer.hypotest(
+            1.0, ws.data(model), model, test_stat="qtilde", return_expected_set=True
+        )
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _time_recastkit(bkg: dict, patches: list[tuple[str, list]]) -> tuple[list[float], float]:
+    import likelihood
+
+    t0 = time.perf_counter()
+    bg = likelihood.Background(bkg)
+    t_bkg = time.perf_counter() - t0
+    # warm-up: numba compilation / cache load is the cold start, measured separately
+    likelihood.hypotest(bg.with_patch(patches[0][1]))
+    out = []
+    for name, patch in patches:
+        t0 = time.perf_counter()
+        r = likelihood.hypotest(bg.with_patch(patch, name=name))
+        out.append(time.perf_counter() - t0)
+        if r.status != "ok":
+            print(f"    warning: {name}: {r.status} {r.message}")
+    return out, t_bkg
+
+
+_COLD = """
+import time, json, sys
+t0 = time.perf_counter()
+import likelihood
+bkg = json.loads(open(sys.argv[1]).read())
+patch = json.loads(open(sys.argv[2]).read())
+r = likelihood.hypotest(likelihood.Background(bkg).with_patch(patch))
+print(json.dumps({"seconds": time.perf_counter() - t0, "status": r.status}))
+"""
+
+
+def _cold_start(shared: Path) -> None:
+    d = shared / "sbottom_multib" / "RegionA"
+    args = [str(d / "BkgOnly.json"), str(d / "patch.sbottom_1300_205_60.json")]
+    with tempfile.TemporaryDirectory(prefix="recastkit-numba-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("numba cache absent", "numba cache present"):
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-c", _COLD, *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=REPO,
+            )
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                print(f"  {label}: failed: {proc.stderr.strip()[-500:]}")
+                continue
+            inner = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(
+                f"  {label:20s}: {wall:7.2f} s wall for a fresh process "
+                f"({inner['seconds']:.2f} s import + compile + first hypotest, "
+                f"status {inner['status']})"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=REPO.parent / "shared" / "hepdata",
+        help="folder of the real likelihoods (default: ../shared/hepdata beside the repository)",
+    )
+    parser.add_argument("--points", type=int, default=10, help="patches per analysis (default 10)")
+    parser.add_argument("--skip-pyhf", action="store_true", help="time recastkit only")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    shared = args.shared.resolve()
+    if not (shared / "1Lbb" / "BkgOnly.json").is_file():
+        print(f"error: no likelihoods at {shared}; pass --shared", file=sys.stderr)
+        return 2
+    print(f"bench_hypotest: {_pin_one_core()}, BLAS threads 1, python {sys.version.split()[0]}")
+    for label, bkg, patches in _cases(shared, args.points):
+        print(f"\n{label}: {len(patches)} patches, hypotest(mu=1, qtilde, expected band)")
+        ours, t_bkg = _time_recastkit(bkg, patches)
+        med_ours = statistics.median(ours)
+        print(
+            f"  recastkit : median {med_ours * 1e3:8.1f} ms/point  (min {min(ours) * 1e3:.1f}, "
+            f"max {max(ours) * 1e3:.1f}; background compiled once in {t_bkg * 1e3:.0f} ms)"
+        )
+        if args.skip_pyhf:
+            continue
+        theirs = _time_pyhf(bkg, patches)
+        med_theirs = statistics.median(theirs)
+        print(
+            f"  pyhf 0.7.6: median {med_theirs * 1e3:8.1f} ms/point  (min {min(theirs) * 1e3:.1f}, "
+            f"max {max(theirs) * 1e3:.1f})"
+        )
+        print(f"  ratio pyhf / recastkit: {med_theirs / med_ours:7.1f}x")
+    print("\ncold start (fresh process, sbottom RegionA, one point):")
+    _cold_start(shared)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
