@@ -30,7 +30,6 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import time
 import uuid
 import zipfile
@@ -40,6 +39,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from recast._io import atomic_write_json
 from recast.errors import ArchiveError, RecastError, UnsafeArchive
 
 __all__ = [
@@ -117,22 +117,6 @@ def file_lock(root: Path, name: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def read_manifest(entry: Path) -> dict[str, Any]:
     """The manifest of a cache entry folder; :class:`RecastError` if missing or broken."""
     path = Path(entry) / MANIFEST_NAME
@@ -200,7 +184,7 @@ def install_entry(
     _check_key(key)
     if not (work / CONTENT_DIR).is_dir():
         raise RecastError(f"{work}: internal error, no {CONTENT_DIR}/ folder to install")
-    _atomic_write_json(work / MANIFEST_NAME, manifest)
+    atomic_write_json(work / MANIFEST_NAME, manifest)
     target = root / key
     with file_lock(root, f"entry-{key}"):
         if target.exists():
@@ -259,7 +243,7 @@ def record_source(root: Path, source_id: str, key: str) -> None:
     with file_lock(root, "sources-index"):
         data = _read_sources(root)
         data[source_id] = {"key": key, "time": _now()}
-        _atomic_write_json(root / _SOURCES_NAME, data)
+        atomic_write_json(root / _SOURCES_NAME, data)
 
 
 def _now() -> str:
@@ -356,7 +340,7 @@ def clear_cache(
                 (root / _SOURCES_NAME).unlink()
         else:
             data = {k: v for k, v in _read_sources(root).items() if v.get("key") not in targets}
-            _atomic_write_json(root / _SOURCES_NAME, data)
+            atomic_write_json(root / _SOURCES_NAME, data)
     _sweep_partial(root, max_age=_STALE_SECONDS)
     log.info("removed %d cache entries from %s", removed, root)
     return removed

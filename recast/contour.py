@@ -34,8 +34,6 @@ import json
 import logging
 import math
 import os
-import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -43,6 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from recast._io import atomic_write
 from recast.errors import ContourError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -667,37 +666,13 @@ def _pieces(contours: Contours) -> list[tuple[str, int, int, np.ndarray]]:
     return out
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace``.
-
-    The file gets the permissions of the file it replaces, else those a plain ``open``
-    would give (0666 minus the umask), not mkstemp's 0600.
-    """
-    folder = path.parent
-    if not folder.is_dir():
-        raise ContourError(f"cannot write {path}: the folder {folder} does not exist")
+def _write_file(path: Path, write: Any) -> None:
+    if not path.parent.is_dir():
+        raise ContourError(f"cannot write {path}: the folder {path.parent} does not exist")
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
+        atomic_write(path, write)
     except OSError as err:
         raise ContourError(f"cannot write {path}: {err}") from err
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as err:
-        raise ContourError(f"cannot write in {folder}: {err}") from err
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_contours(
@@ -770,7 +745,7 @@ def export_contours(
             for xv, yv in p:
                 writer.writerow([repr(float(xv)), repr(float(yv))])
         data = buf.getvalue().encode()
-    _atomic_write(path, lambda handle: handle.write(data))
+    _write_file(path, lambda handle: handle.write(data))
     log.info("wrote %s contour piece(s) to %s", len(pieces), path)
     return path
 
@@ -1134,7 +1109,7 @@ def _save(fig: Figure, output: str | os.PathLike[str] | None, dpi: int) -> None:
     fmt = _plot_format(output)
     if output is None or fmt is None:
         return
-    _atomic_write(Path(output), lambda handle: fig.savefig(handle, format=fmt, dpi=dpi))
+    _write_file(Path(output), lambda handle: fig.savefig(handle, format=fmt, dpi=dpi))
     log.info("wrote %s", output)
 
 

@@ -19,19 +19,18 @@ The example data are found by :func:`example_dir` in a source checkout, after
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pandas as pd
 
+from recast._io import atomic_write_json
 from recast.errors import RecastError
 
 __all__ = [
@@ -160,22 +159,6 @@ def example_data(root: str | os.PathLike[str] | None = None) -> ExampleData:
     )
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.write("\n")
-        # mkstemp creates the file 0600; give it the mode of a normally created file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_demo(
     output_dir: str | os.PathLike[str],
     *,
@@ -263,7 +246,7 @@ def run_demo(
         ),
     )
     patchset_path = out / "patchset.json"
-    _write_json_atomic(patchset_path, patchset)
+    atomic_write_json(patchset_path, patchset, indent=1)
     timings["make_patch"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 
 from likelihood.errors import LikelihoodError
+from recast._io import atomic_write_text
 from recast.errors import MappingError, RecastError, YieldsError
 from recast.yields import (
-    _atomic_write_text,
     check_yields,
     label_columns,
     read_yields,
@@ -1075,7 +1075,7 @@ def write_patchset(
 ) -> Path:
     """Write a PatchSet as JSON atomically (temp file in the same folder, then rename)."""
     p = Path(path)
-    _atomic_write_text(p, json.dumps(patchset, indent=indent, allow_nan=False) + "\n")
+    atomic_write_text(p, json.dumps(patchset, indent=indent, allow_nan=False) + "\n")
     return p
 
 
@@ -1089,7 +1089,7 @@ def write_patch_files(patchset: Mapping[str, Any], directory: str | os.PathLike[
     for p in patchset["patches"]:
         name = p["metadata"]["name"]
         out.append(d / f"patch.{name}.json")
-        _atomic_write_text(out[-1], json.dumps(p["patch"], allow_nan=False) + "\n")
+        atomic_write_text(out[-1], json.dumps(p["patch"], allow_nan=False) + "\n")
     return out
 
 

@@ -44,7 +44,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recast._io import atomic_write_text
 from recast.errors import YieldsError
 
 __all__ = [
@@ -255,7 +255,7 @@ def write_yields(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         text = buf.getvalue()
     else:
         raise YieldsError(f"{p}: write_yields writes .csv or .json files, not {p.suffix!r}")
-    _atomic_write_text(p, text)
+    atomic_write_text(p, text)
     return p
 
 
@@ -1141,23 +1141,3 @@ def _read_xsec_table(p: Path, label_names: Sequence[str]) -> dict[tuple[Any, ...
             raise YieldsError(f"{p}, line {int(i) + 2}: duplicate cross-section for point {key}")
         out[key] = _positive(row["xsec_pb"], "xsec_pb", f"{p}, line {int(i) + 2}")
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# I/O helper
-# ---------------------------------------------------------------------------------------
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -234,3 +234,27 @@ def test_ruff_lint_and_format():
 def test_mypy():
     result = _run_tool("mypy", "--no-error-summary", "--cache-dir", os.devnull)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_atomic_write_keeps_normal_permissions_and_leaves_nothing_on_failure(tmp_path):
+    from recast._io import atomic_write, atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        target = atomic_write_json(tmp_path / "sub" / "out.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert (target.stat().st_mode & 0o777) == 0o644
+
+    def broken(handle):
+        handle.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
+    with pytest.raises(ValueError):
+        atomic_write_json(target, {"x": float("nan")})
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
