@@ -55,12 +55,9 @@ def _configure_logging(verbose: int, quiet: int) -> None:
 def main(verbose: int, quiet: int) -> None:
     """recastkit: reinterpret published LHC searches with their full likelihoods.
 
-    \b
-    fetch       find, download and cache HEPData likelihood archives
-    make-patch  turn recasting-tool yields into signal JSON patches
-    scan        CLs for every point of a signal grid, in parallel
-    contour     exclusion contours and plots from scan results
-    demo        the whole chain on the bundled toy analysis, offline
+    Fetch a HEPData likelihood archive, turn recasting-tool yields into signal patches,
+    scan CLs over the whole signal grid in parallel, and draw the exclusion contour.
+    `recastkit demo` runs the whole chain offline on the bundled toy analysis.
     """
     _configure_logging(verbose, quiet)
 
