@@ -226,7 +226,18 @@ def test_ruff_lint_and_format():
         "grids",
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = _run_tool("ruff", "format", "--check", "likelihood", "recast", "cli.py")
+    fmt = _run_tool(
+        "ruff",
+        "format",
+        "--check",
+        "likelihood",
+        "recast",
+        "cli.py",
+        "tests",
+        "benchmarks",
+        "fixtures",
+        "grids",
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 

@@ -201,9 +201,7 @@ def test_real_patchsets_are_valid_and_match_their_bkgonly(
     # the stored digest is pyhf's (pyhf.utils.digest), cross-checked with pyhf itself
     pyhf = pytest.importorskip("pyhf")
     assert (
-        digest(bkg, "sha256")
-        == pyhf.utils.digest(bkg)
-        == patchset["metadata"]["digests"]["sha256"]
+        digest(bkg, "sha256") == pyhf.utils.digest(bkg) == patchset["metadata"]["digests"]["sha256"]
     )
     # every fifth patched workspace is valid, with its POI
     for entry in patchset["patches"][::5]:
