@@ -147,7 +147,14 @@ def start_scan(args: list[str]) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a test runner started in the background (CI) may ignore SIGINT, and the child
+        # would inherit that: give the scan the default Ctrl-C behaviour of a terminal
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt_after(proc: subprocess.Popen, out: Path, n_rows: int, signum: int) -> int:
