@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from likelihood.errors import InvalidSpecification
+from likelihood.spec import read_json
 from recast._io import atomic_write_text
 from recast.errors import YieldsError
 
@@ -340,15 +342,9 @@ def _check_csv_ragged(p: Path, sep: str) -> None:
 
 def _read_tidy_json(p: Path) -> pd.DataFrame:
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"), parse_constant=_reject_constant)
-    except (OSError, UnicodeDecodeError) as err:
-        raise YieldsError(f"{p}: cannot read: {err}") from err
-    except json.JSONDecodeError as err:
-        raise YieldsError(
-            f"{p}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-        ) from err
-    except ValueError as err:
-        raise YieldsError(f"{p}: malformed JSON: {err}") from err
+        doc = read_json(p)
+    except InvalidSpecification as err:  # the message names the file, line and column
+        raise YieldsError(str(err)) from err
     json_labels = None
     if isinstance(doc, Mapping):
         if "rows" not in doc:
@@ -379,10 +375,6 @@ def _read_tidy_json(p: Path) -> pd.DataFrame:
     df = pd.DataFrame.from_records(doc)
     df.attrs["labels"] = json_labels
     return df
-
-
-def _reject_constant(value: str) -> float:
-    raise ValueError(f"non-JSON constant {value!r} (NaN/Infinity are not valid yields)")
 
 
 def _normalise_tidy(
