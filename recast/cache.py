@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -33,9 +34,9 @@ import tarfile
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import pandas as pd
 
@@ -512,12 +513,38 @@ def safe_extract(
         raise
 
 
+#: an archive entry to write: (name in the archive, target path, opener of its bytes,
+#: None for a folder)
+_PlanEntry = tuple[str, Path, Callable[[], IO[bytes]] | None]
+
+
+def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> IO[bytes]:
+    src = tf.extractfile(member)
+    if src is None:  # pragma: no cover - regular files always have data
+        raise ArchiveError(f"{archive}: cannot read entry {member.name!r}")
+    return src
+
+
+def _write_plan(plan: list[_PlanEntry], limits: ExtractLimits, archive: Path) -> int:
+    """Write checked entries (folders and regular files, in archive order) within the
+    unpacked-size bound; return the bytes written."""
+    written = 0
+    for name, target, open_member in plan:
+        if open_member is None:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        with open_member() as src:
+            written += _copy_stream(src, target, limits.max_bytes - written, archive, name)
+        os.chmod(target, 0o644)
+    return written
+
+
 def _extract_tar(archive: Path, dest: Path, limits: ExtractLimits) -> int:
     with tarfile.open(archive, mode="r:*") as tf:
         members = tf.getmembers()  # reads the whole index: detects truncation early
         total = 0
         count = 0
-        plan: list[tuple[tarfile.TarInfo, Path]] = []
+        plan: list[_PlanEntry] = []
         for m in members:
             rel = _check_member_name(m.name, archive)
             if m.issym() or m.islnk():
@@ -533,20 +560,9 @@ def _extract_tar(archive: Path, dest: Path, limits: ExtractLimits) -> int:
                 total += max(m.size, 0)
                 count += 1
                 _bound(total, count, limits, archive)
-            plan.append((m, _target(dest, rel, archive, m.name)))
-        written_total = 0
-        for m, target in plan:
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            src = tf.extractfile(m)
-            if src is None:  # pragma: no cover - regular files always have data
-                raise ArchiveError(f"{archive}: cannot read entry {m.name!r}")
-            with src:
-                written_total += _copy_stream(
-                    src, target, limits.max_bytes - written_total, archive, m.name
-                )
-            os.chmod(target, 0o644)
+            opener = None if m.isdir() else functools.partial(_tar_member, tf, m, archive)
+            plan.append((m.name, _target(dest, rel, archive, m.name), opener))
+        written_total = _write_plan(plan, limits, archive)
     log.debug("extracted %d files (%d bytes) from %s", count, written_total, archive)
     return count
 
@@ -556,7 +572,7 @@ def _extract_zip(archive: Path, dest: Path, limits: ExtractLimits) -> int:
         infos = zf.infolist()
         total = 0
         count = 0
-        plan: list[tuple[zipfile.ZipInfo, Path]] = []
+        plan: list[_PlanEntry] = []
         for info in infos:
             rel = _check_member_name(info.filename, archive)
             mode = (info.external_attr >> 16) & 0xFFFF
@@ -573,15 +589,8 @@ def _extract_zip(archive: Path, dest: Path, limits: ExtractLimits) -> int:
                 total += info.file_size
                 count += 1
                 _bound(total, count, limits, archive)
-            plan.append((info, _target(dest, rel, archive, info.filename)))
-        written_total = 0
-        for info, target in plan:
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            with zf.open(info) as src:
-                written_total += _copy_stream(
-                    src, target, limits.max_bytes - written_total, archive, info.filename
-                )
+            opener = None if info.is_dir() else functools.partial(zf.open, info)
+            plan.append((info.filename, _target(dest, rel, archive, info.filename), opener))
+        written_total = _write_plan(plan, limits, archive)
     log.debug("extracted %d files (%d bytes) from %s", count, written_total, archive)
     return count
