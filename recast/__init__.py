@@ -10,10 +10,9 @@ stays fast.
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from likelihood._lazy import install_exports
 
 __version__ = "0.1.0"
 
@@ -52,37 +51,7 @@ _EXPORTS: dict[str, str] = {
     "run_demo": "recast.demo",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'recast' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """Keeps public functions from being shadowed by the submodules of the same name.
-
-    Importing a submodule binds it as an attribute of its package: ``recast.scan``
-    would replace the public function of that name.  The submodule stays reachable
-    through ``sys.modules`` and ``from recast.scan import ...``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _EXPORTS:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+__all__ = install_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
