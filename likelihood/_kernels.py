@@ -1,10 +1,10 @@
 """numba kernels of the HistFactory core: expected rates, twice-NLL and its analytic gradient.
 
-Every function here is ``@njit(cache=True, error_model="numpy")`` and imports only numpy,
-math and numba.  Kernels never validate and never raise: a bad input gives ``inf`` or
-``nan`` and the caller checks.  They take the flat arrays of a
-:class:`likelihood.model.CompiledModel` (unpacked positionally, always float64 / int64 and
-C-contiguous, see :func:`likelihood.model.as_f8`).
+Every function here is ``@njit(cache=True, error_model="numpy")``; the module imports only
+numpy, math, numba and the stdlib-only constants of :mod:`likelihood._codes`.  Kernels
+never validate and never raise: a bad input gives ``inf`` or ``nan`` and the caller checks.
+They take the flat arrays of a :class:`likelihood.model.CompiledModel` (unpacked
+positionally, always float64 / int64 and C-contiguous, see :func:`likelihood.model.as_f8`).
 
 Layout (see :mod:`likelihood.model`): the model is a list of *cells*, one per (sample,
 channel, bin); cell ``c`` has nominal yield ``nom[c]``, belongs to main bin ``cell_bin[c]``
@@ -28,6 +28,9 @@ import math
 import numpy as np
 from numba import njit
 
+# row-factor kinds (rf_kind) and histosys kinds (hs_kind) are defined once, in _codes
+from likelihood._codes import HS_CODE2, HS_CODE4P, RF_CODE4, RF_LINEAR
+
 __all__ = [
     "LOG_2PI",
     "rates",
@@ -42,13 +45,6 @@ __all__ = [
 
 LOG_2PI = math.log(2.0 * math.pi)
 
-# row-factor kinds
-RF_LINEAR = 0  # normfactor, lumi: f = theta
-RF_CODE4 = 1  # normsys, polynomial interpolation + exponential extrapolation (pyhf code4)
-RF_CODE1 = 2  # normsys, piecewise exponential (pyhf code1)
-# histosys kinds
-HS_CODE4P = 0  # polynomial interpolation + linear extrapolation (pyhf code4p)
-HS_CODE0 = 1  # piecewise linear (pyhf code0)
 
 # one place for the jit options of every kernel
 _jit = njit(cache=True, error_model="numpy", nogil=True)
@@ -56,29 +52,26 @@ _jit = njit(cache=True, error_model="numpy", nogil=True)
 
 @_jit
 def rowfactor_eval(kind, theta, hi, lo, coef):  # pragma: no cover - compiled
-    """Value and derivative of one row factor (normfactor, lumi, normsys code4 / code1)."""
-    if kind == 0:
+    """Value and derivative of one row factor (normfactor, lumi, normsys code4 / code1).
+
+    normsys code1 (piecewise exponential): ``hi^alpha`` for alpha > 0, ``lo^-alpha``
+    otherwise.  code4: the same for |alpha| >= 1; inside, ``1 + sum_i coef[i-1] alpha^i``
+    (i = 1..6), the polynomial whose value and first two derivatives match the exponential
+    branches at alpha = +-1 (pyhf's code4 with alpha0 = 1).
+    """
+    if kind == RF_LINEAR:
         return theta, 1.0
-    if kind == 1:
-        # pyhf code4: alpha >= 1 -> hi^alpha, alpha <= -1 -> lo^-alpha, else 1 + sum c_i a^i
-        if theta >= 1.0:
-            v = hi**theta
-            return v, v * math.log(hi)
-        if theta > -1.0:
-            a = theta
-            v = 1.0 + a * (
-                coef[0]
-                + a * (coef[1] + a * (coef[2] + a * (coef[3] + a * (coef[4] + a * coef[5]))))
-            )
-            d = coef[0] + a * (
-                2.0 * coef[1]
-                + a
-                * (3.0 * coef[2] + a * (4.0 * coef[3] + a * (5.0 * coef[4] + a * 6.0 * coef[5])))
-            )
-            return v, d
-        v = lo ** (-theta)
-        return v, -v * math.log(lo)
-    # code1: alpha > 0 -> hi^alpha else lo^-alpha
+    if kind == RF_CODE4 and -1.0 < theta < 1.0:
+        a = theta
+        v = 1.0 + a * (
+            coef[0] + a * (coef[1] + a * (coef[2] + a * (coef[3] + a * (coef[4] + a * coef[5]))))
+        )
+        d = coef[0] + a * (
+            2.0 * coef[1]
+            + a * (3.0 * coef[2] + a * (4.0 * coef[3] + a * (5.0 * coef[4] + a * 6.0 * coef[5])))
+        )
+        return v, d
+    # exponential branches, shared by code1 and code4 outside |alpha| < 1
     if theta > 0.0:
         v = hi**theta
         return v, v * math.log(hi)
@@ -88,9 +81,16 @@ def rowfactor_eval(kind, theta, hi, lo, coef):  # pragma: no cover - compiled
 
 @_jit
 def histosys_eval(kind, alpha, up, dn):  # pragma: no cover - compiled
-    """Additive histosys delta and its derivative; ``up = hi - nom``, ``dn = nom - lo``."""
-    if kind == 0:
-        # pyhf code4p
+    """Additive histosys delta and its derivative; ``up = hi - nom``, ``dn = nom - lo``.
+
+    code0: ``alpha up`` (alpha > 0) or ``alpha dn``.  code4p: the same for |alpha| > 1,
+    inside ``alpha S + A alpha^2 (15 - 10 alpha^2 + 3 alpha^4)`` with ``S = (up + dn) / 2``,
+    ``A = (up - dn) / 16``.  code2: ``a alpha^2 + b alpha`` for |alpha| <= 1 with
+    ``a = (up - dn) / 2``, ``b = (up + dn) / 2``, continued linearly with slope
+    ``b +- 2a`` from ``up`` at alpha = 1 and from ``-dn`` at alpha = -1 (HistFactory's
+    code 2, CERN-OPEN-2012-016; continuous, unlike pyhf 0.7.6 outside |alpha| <= 1).
+    """
+    if kind == HS_CODE4P:
         if alpha > 1.0:
             return alpha * up, up
         if alpha < -1.0:
@@ -101,7 +101,15 @@ def histosys_eval(kind, alpha, up, dn):  # pragma: no cover - compiled
         v = alpha * s + a * a2 * (a2 * (a2 * 3.0 - 10.0) + 15.0)
         d = s + a * alpha * (30.0 + a2 * (-40.0 + 18.0 * a2))
         return v, d
-    # code0
+    if kind == HS_CODE2:
+        a = 0.5 * (up - dn)
+        b = 0.5 * (up + dn)
+        if alpha > 1.0:
+            return up + (b + 2.0 * a) * (alpha - 1.0), b + 2.0 * a
+        if alpha < -1.0:
+            return -dn + (b - 2.0 * a) * (alpha + 1.0), b - 2.0 * a
+        return alpha * (a * alpha + b), 2.0 * a * alpha + b
+    # HS_CODE0: piecewise linear
     if alpha > 0.0:
         return alpha * up, up
     return alpha * dn, dn

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidSpecification",
     "NoPOIError",
     "FitFailure",
+    "InvalidModifierSettings",
 ]
 
 
@@ -39,3 +40,8 @@ class NoPOIError(LikelihoodError, ValueError):
 
 class FitFailure(LikelihoodError, RuntimeError):
     """A maximum-likelihood fit did not converge, even after the fallback strategy."""
+
+
+class InvalidModifierSettings(LikelihoodError, ValueError):
+    """``modifier_settings`` names an unknown modifier type or interpolation code, or is
+    not a ``{type: {"interpcode": code}}`` mapping."""

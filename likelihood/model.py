@@ -32,7 +32,15 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import gammaln
 
-from likelihood.errors import InvalidPatch, InvalidWorkspace, LikelihoodError
+from likelihood._codes import (
+    INTERP_CODES,
+    MODEL_DEFAULT_CODES,
+    MODIFIER_DEFAULT_CODES,
+    MODIFIER_TYPES,
+    RF_LINEAR,
+    UNCONSTRAINED_TYPES,
+)
+from likelihood.errors import InvalidModifierSettings, InvalidPatch, InvalidWorkspace
 from likelihood.spec import apply_patch, get_measurement
 
 __all__ = [
@@ -49,20 +57,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: pyhf's builder order: a parameter belongs to the first of these types that declares it
-MODIFIER_TYPES: tuple[str, ...] = (
-    "histosys",
-    "lumi",
-    "normfactor",
-    "normsys",
-    "shapefactor",
-    "shapesys",
-    "staterror",
-)
+# MODIFIER_TYPES (re-exported here) is pyhf's builder order: a parameter belongs to the
+# first of these types that declares it
 _GROUP = {t: i for i, t in enumerate(MODIFIER_TYPES)}
-_UNCONSTRAINED = ("normfactor", "shapefactor")
-_NORMSYS_CODES = {"code4": 1, "code1": 2}
-_HISTOSYS_CODES = {"code4p": 0, "code0": 1}
+_UNCONSTRAINED = tuple(sorted(UNCONSTRAINED_TYPES))
 
 
 def as_f8(x: Any) -> np.ndarray:
@@ -123,7 +121,7 @@ class CompiledModel(NamedTuple):
     n_rows: int
     rf_row: np.ndarray  # (E_rf,)
     rf_par: np.ndarray  # (E_rf,)
-    rf_kind: np.ndarray  # (E_rf,) 0 linear, 1 normsys code4, 2 normsys code1
+    rf_kind: np.ndarray  # (E_rf,) _codes.RF_*: linear, normsys code4, normsys code1
     rf_hi: np.ndarray  # (E_rf,)
     rf_lo: np.ndarray  # (E_rf,)
     rf_coef: np.ndarray  # (E_rf, 6) code4 polynomial coefficients
@@ -133,7 +131,7 @@ class CompiledModel(NamedTuple):
     hs_par: np.ndarray  # (E_hs,)
     hs_up: np.ndarray  # (E_hs,) hi - nom
     hs_dn: np.ndarray  # (E_hs,) nom - lo
-    hs_kind: np.ndarray  # (E_hs,) 0 code4p, 1 code0
+    hs_kind: np.ndarray  # (E_hs,) _codes.HS_*: code4p, code0, code2
     aux_par: np.ndarray  # (K,) parameter constrained by each auxiliary datum
     aux_kind: np.ndarray  # (K,) 0 Gaussian, 1 Poisson
     aux_scale: np.ndarray  # (K,) Gaussian sigma, or Poisson factor tau
@@ -673,7 +671,7 @@ def _assemble(
             nrf = len(r.rf_names)
             rf_row_l.append(np.full(nrf, ri, dtype=np.int64))
             rf_par_l.append(np.array([params[m].start for m in r.rf_names], dtype=np.int64))
-            rf_kind_l.append(np.where(r.rf_is_normsys, ns_code, 0).astype(np.int64))
+            rf_kind_l.append(np.where(r.rf_is_normsys, ns_code, RF_LINEAR).astype(np.int64))
             rf_hi_l.append(r.rf_hi)
             rf_lo_l.append(r.rf_lo)
             rf_coef_l.append(r.rf_coef)
@@ -938,25 +936,54 @@ class Model:
 # public constructors
 # ---------------------------------------------------------------------------------------
 def _settings(modifier_settings: Mapping[str, Any] | None) -> dict[str, int]:
-    ns, hs = "code4", "code4p"
-    if modifier_settings:
-        for key in modifier_settings:
-            if key not in ("normsys", "histosys"):
-                raise LikelihoodError(
-                    f"modifier_settings: unknown modifier type {key!r}; only 'normsys' "
-                    "and 'histosys' have settings"
+    """Kernel codes ``{"normsys": RF_*, "histosys": HS_*}`` of pyhf-style settings.
+
+    pyhf 0.7.6 semantics (``_ModelConfig`` / ``_nominal_and_modifiers_from_spec``):
+    ``None`` (not given) means the ``Model`` defaults, normsys code4 and histosys code4p;
+    a mapping is passed per type to the modifier builders, so a type it does not name
+    gets the builder's own default, normsys code1 and histosys code0 (also for ``{}``).
+    """
+    if modifier_settings is None:
+        names = dict(MODEL_DEFAULT_CODES)
+    else:
+        if not isinstance(modifier_settings, Mapping):
+            raise InvalidModifierSettings(
+                "modifier_settings: expected a mapping like "
+                f"{{'normsys': {{'interpcode': 'code4'}}}}, got {modifier_settings!r:.100}"
+            )
+        names = dict(MODIFIER_DEFAULT_CODES)
+        for mtype, opts in modifier_settings.items():
+            where = f"modifier_settings[{mtype!r}]"
+            if mtype not in MODIFIER_TYPES:
+                raise InvalidModifierSettings(
+                    f"{where}: unknown modifier type {mtype!r}; known types: "
+                    f"{', '.join(sorted(MODIFIER_TYPES))}"
                 )
-        ns = modifier_settings.get("normsys", {}).get("interpcode", ns)
-        hs = modifier_settings.get("histosys", {}).get("interpcode", hs)
-    if ns not in _NORMSYS_CODES:
-        raise LikelihoodError(
-            f"modifier_settings: normsys interpcode {ns!r} is not supported; use 'code4' or 'code1'"
-        )
-    if hs not in _HISTOSYS_CODES:
-        raise LikelihoodError(
-            f"modifier_settings: histosys interpcode {hs!r} is not supported; use 'code4p' or 'code0'"
-        )
-    return {"normsys": _NORMSYS_CODES[ns], "histosys": _HISTOSYS_CODES[hs]}
+            if not isinstance(opts, Mapping):
+                raise InvalidModifierSettings(
+                    f"{where}: expected a mapping like {{'interpcode': ...}}, got {opts!r:.100}"
+                )
+            codes = INTERP_CODES.get(mtype)
+            if codes is None:
+                if opts:
+                    raise InvalidModifierSettings(
+                        f"{where}: {mtype} has no settings, got {dict(opts)!r:.100}; only "
+                        "normsys and histosys take {'interpcode': ...}"
+                    )
+                continue
+            for key, value in opts.items():
+                if key != "interpcode":
+                    raise InvalidModifierSettings(
+                        f"{where}: unknown setting {key!r} (value {value!r:.60}); the only "
+                        "setting is 'interpcode'"
+                    )
+                if not isinstance(value, str) or value not in codes:
+                    raise InvalidModifierSettings(
+                        f"{where}['interpcode']: {value!r:.60} is not an interpolation code "
+                        f"of {mtype}; use one of {', '.join(repr(c) for c in codes)}"
+                    )
+                names[mtype] = value
+    return {t: INTERP_CODES[t][names[t]] for t in ("normsys", "histosys")}
 
 
 def _validate(spec: Mapping[str, Any], source: str | None) -> None:
@@ -986,8 +1013,11 @@ def compile(
     measurement : str, optional
         Name of the measurement to use (default: the first one).
     modifier_settings : mapping, optional
-        As pyhf: ``{"normsys": {"interpcode": "code4" | "code1"},
-        "histosys": {"interpcode": "code4p" | "code0"}}``; defaults code4 / code4p.
+        Interpolation codes with pyhf 0.7.6's meaning: ``{"normsys": {"interpcode":
+        "code4" | "code1"}, "histosys": {"interpcode": "code4p" | "code0" | "code2"}}``.
+        ``None`` (default): normsys code4, histosys code4p (pyhf ``Model``'s defaults); a
+        mapping leaves a type it does not name at the modifier's own default (normsys
+        code1, histosys code0), as pyhf.  See docs/likelihood.md.
     validate : bool
         Run schema and semantic validation first (:func:`likelihood.validate_workspace`).
 

@@ -11,7 +11,9 @@ point given as a dict ``{name: float}`` (scalar parameters) or ``{name: [float, 
   shapefactor / shapesys / staterror ``gamma_b``;
 * normsys interpolation ``code4`` (default; polynomial inside |alpha| < 1, exponential
   outside) or ``code1`` (exponential); histosys ``code4p`` (default; polynomial inside
-  |alpha| <= 1, linear outside) or ``code0`` (piecewise linear);
+  |alpha| <= 1, linear outside), ``code0`` (piecewise linear) or ``code2`` (the parabola
+  through the three templates inside |alpha| <= 1, continued along its tangents outside:
+  HistFactory's code 2, continuous; pyhf 0.7.6 drops the offsets outside |alpha| <= 1);
 * main term ``Pois(n | lam) = n ln lam - lam - lgamma(n + 1)`` with ``0 ln 0 = 0``;
 * Gaussian constraints ``N(a | theta, sigma)`` with the full normalisation
   ``-ln(sigma) - ln(2 pi) / 2``: normsys and histosys (a = 0, sigma = 1), lumi (auxdata and
@@ -55,7 +57,7 @@ __all__ = [
 ]
 
 NORMSYS_CODES = ("code4", "code1")
-HISTOSYS_CODES = ("code4p", "code0")
+HISTOSYS_CODES = ("code4p", "code0", "code2")
 _VECTOR_TYPES = frozenset({"shapefactor", "shapesys", "staterror"})
 
 
@@ -142,7 +144,9 @@ def histosys_delta(alpha: float, lo: float, nom: float, hi: float, code: str = "
     """Additive histosys shift of one bin at nuisance parameter value ``alpha``.
 
     ``code0``: ``alpha (hi - nom)`` for alpha > 0, ``alpha (nom - lo)`` otherwise.
-    ``code4p``: the same outside |alpha| <= 1; inside, the polynomial
+    ``code2``: the parabola through ``(-1, lo - nom)``, ``(0, 0)``, ``(1, hi - nom)`` for
+    |alpha| <= 1, and its tangent at the nearer end point outside.
+    ``code4p``: the same as code0 outside |alpha| <= 1; inside, the polynomial
     ``alpha S + A alpha^2 (15 - 10 alpha^2 + 3 alpha^4)`` with ``S = (du + dd) / 2``,
     ``A = (du - dd) / 16`` (``du = hi - nom``, ``dd = nom - lo``), whose value, first and
     second derivative equal those of the linear branches at alpha = +-1.
@@ -151,6 +155,17 @@ def histosys_delta(alpha: float, lo: float, nom: float, hi: float, code: str = "
     down = nom - lo
     if code == "code0":
         return alpha * up if alpha > 0 else alpha * down
+    if code == "code2":
+        # the parabola through (-1, -down), (0, 0), (1, up), in Lagrange form ...
+        def parabola(x: float) -> float:
+            return 0.5 * x * (x + 1.0) * up - 0.5 * x * (x - 1.0) * down
+
+        if -1.0 <= alpha <= 1.0:
+            return parabola(alpha)
+        # ... and outside its tangent at the nearer end point (slope from the same form)
+        end = 1.0 if alpha > 1.0 else -1.0
+        slope = 0.5 * (2.0 * end + 1.0) * up - 0.5 * (2.0 * end - 1.0) * down
+        return parabola(end) + slope * (alpha - end)
     if code != "code4p":
         raise ValueError(f"unknown histosys interpolation code {code!r}")
     if alpha > 1.0:

@@ -117,8 +117,11 @@ def test_reference_matches_pyhf(seed: int) -> None:
             assert list(model.config.suggested_init()[sl]) == info.inits, name
             assert [tuple(b) for b in model.config.suggested_bounds()[sl]] == info.bounds, name
             assert list(model.config.suggested_fixed()[sl]) == info.fixed, name
+        # pyhf 0.7.6's code2 drops the offsets outside |alpha| <= 1 (discontinuous there,
+        # tests/test_likelihood_codes.py shows it); compare code2 inside only
+        alpha_max = 1.0 if codes[1] == "code2" else 2.5
         for k in range(3):
-            point = ref.random_point(spec, 1000 * seed + k)
+            point = ref.random_point(spec, 1000 * seed + k, alpha_max=alpha_max)
             vec = np.zeros(model.config.npars)
             for name, value in point.items():
                 vec[model.config.par_slice(name)] = value
