@@ -475,6 +475,11 @@ def _scan_inputs(
 @click.option("--mu", type=float, default=1.0, show_default=True, help="Signal strength tested.")
 @click.option("--upper-limit", is_flag=True, help="Also 95% CL upper limits on mu (slower).")
 @click.option(
+    "--significance",
+    is_flag=True,
+    help="Also the discovery p-value and significance (q0): p0_obs, z_obs, p0_exp, z_exp.",
+)
+@click.option(
     "--expected",
     type=click.Choice(["aposteriori", "apriori"]),
     default="aposteriori",
@@ -533,6 +538,7 @@ def scan_command(
     where: str | None,
     mu: float,
     upper_limit: bool,
+    significance: bool,
     expected: str,
     test_stat: str,
     jobs: int | None,
@@ -614,6 +620,7 @@ def scan_command(
                     jobs=jobs,
                     executor=pool,
                     upper_limit=upper_limit,
+                    significance=significance,
                     expected=expected,
                     test_stat=test_stat,
                     points=_scan_split(points) or None,

@@ -44,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     "upper_limit": "likelihood.cls",
     "CLsResult": "likelihood.cls",
     "UpperLimitResult": "likelihood.cls",
+    "discovery": "likelihood.discovery",
+    "DiscoveryResult": "likelihood.discovery",
+    "InvalidModifierSettings": "likelihood.errors",
 }
 
 __all__ = install_exports(__name__, _EXPORTS)
@@ -51,8 +54,10 @@ __all__ = install_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from likelihood.cls import CLsResult, UpperLimitResult, hypotest, upper_limit
+    from likelihood.discovery import DiscoveryResult, discovery
     from likelihood.errors import (
         FitFailure,
+        InvalidModifierSettings,
         InvalidPatch,
         InvalidSpecification,
         InvalidWorkspace,

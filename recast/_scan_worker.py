@@ -32,6 +32,7 @@ __all__ = [
     "CLS_COLUMNS",
     "VALUE_COLUMNS",
     "UPPER_LIMIT_COLUMNS",
+    "SIGNIFICANCE_COLUMNS",
     "THREAD_ENV",
     "BackgroundPayload",
     "ScanSettings",
@@ -62,6 +63,8 @@ UPPER_LIMIT_COLUMNS: tuple[str, ...] = (
     "mu_ul_exp_p1",
     "mu_ul_exp_p2",
 )
+#: Discovery columns added by ``significance=True`` (q0, asymptotics; median expected).
+SIGNIFICANCE_COLUMNS: tuple[str, ...] = ("p0_obs", "z_obs", "p0_exp", "z_exp")
 #: Environment variables that pin BLAS / OpenMP / numba to one thread per worker.
 THREAD_ENV: dict[str, str] = {
     "OMP_NUM_THREADS": "1",
@@ -114,6 +117,7 @@ class ScanSettings(NamedTuple):
     upper_limit: bool = False
     measurement: str | None = None
     modifier_settings: Mapping[str, Any] | None = None
+    significance: bool = False
 
 
 class GridPoint(NamedTuple):
@@ -198,6 +202,9 @@ def _empty_row(point: GridPoint, settings: ScanSettings) -> dict[str, Any]:
     if settings.upper_limit:
         for col in UPPER_LIMIT_COLUMNS:
             row[col] = math.nan
+    if settings.significance:
+        for col in SIGNIFICANCE_COLUMNS:
+            row[col] = math.nan
     row["status"] = "error"
     row["message"] = ""
     row["seconds"] = math.nan
@@ -219,6 +226,26 @@ def _upper_limit(core: Any, model: Any, settings: ScanSettings, row: dict[str, A
     if ul.status != "ok" and row["status"] == "ok":
         row["status"] = str(ul.status)
         row["message"] = _one_line(f"upper limit: {ul.message}")
+
+
+def _significance(
+    core: Any, model: Any, settings: ScanSettings, row: dict[str, Any], init: Any
+) -> None:
+    """Add the discovery columns to ``row``; a failure keeps the CLs values, sets the status."""
+    try:
+        d = core.discovery(model, expected=settings.expected, init=init)
+    except Exception as err:
+        log.debug("significance of %s failed", row["patch"], exc_info=True)
+        row["status"] = "error"
+        row["message"] = _one_line(f"significance: {type(err).__name__}: {err}")
+        return
+    row["p0_obs"] = float(d.p0_obs)
+    row["z_obs"] = float(d.z_obs)
+    row["p0_exp"] = float(d.p0_exp[2])
+    row["z_exp"] = float(d.z_exp[2])
+    if d.status != "ok" and row["status"] == "ok":
+        row["status"] = str(d.status)
+        row["message"] = _one_line(f"significance: {d.message}")
 
 
 def _evaluate_point(
@@ -249,6 +276,8 @@ def _evaluate_point(
             next_warm = (names, res.pars_free)
         if settings.upper_limit:
             _upper_limit(core, model, settings, row)
+        if settings.significance:
+            _significance(core, model, settings, row, init)
     except core.NoPOIError as err:
         row["status"] = "no_signal"
         row["message"] = _one_line(

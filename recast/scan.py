@@ -33,6 +33,7 @@ import pandas as pd
 from recast._results import ResultFile, result_format, write_table
 from recast._scan_worker import (
     CLS_COLUMNS,
+    SIGNIFICANCE_COLUMNS,
     THREAD_ENV,
     UPPER_LIMIT_COLUMNS,
     VALUE_COLUMNS,
@@ -550,13 +551,16 @@ class _Runner:
 # results
 
 
-def _result_columns(multi: bool, labels: Sequence[str], upper_limit: bool) -> list[str]:
+def _result_columns(
+    multi: bool, labels: Sequence[str], upper_limit: bool, significance: bool = False
+) -> list[str]:
     return [
         *(["region"] if multi else []),
         "patch",
         *labels,
         *VALUE_COLUMNS,
         *(UPPER_LIMIT_COLUMNS if upper_limit else ()),
+        *(SIGNIFICANCE_COLUMNS if significance else ()),
     ]
 
 
@@ -578,9 +582,9 @@ def _previous_rows(
     if set(prev.columns) != set(columns):
         raise ScanError(
             f"{rf.path}: its columns {list(prev.columns)} differ from this scan's "
-            f"{list(columns)}: it was written with other options (--upper-limit, regions, "
-            "labels). Resume with the same options, choose another output file, or start over "
-            "with --overwrite"
+            f"{list(columns)}: it was written with other options (--upper-limit, "
+            "--significance, regions, labels). Resume with the same options, choose another "
+            "output file, or start over with --overwrite"
         )
     key_cols = ["region", "patch"] if multi else ["patch"]
     index = {
@@ -599,7 +603,7 @@ def _previous_rows(
         if not isinstance(status, str) or status not in STATUSES or status == "error":
             continue
         row: dict[str, Any] = {}
-        for col in (*CLS_COLUMNS, "mu_hat", "seconds", *UPPER_LIMIT_COLUMNS):
+        for col in (*CLS_COLUMNS, "mu_hat", "seconds", *UPPER_LIMIT_COLUMNS, *SIGNIFICANCE_COLUMNS):
             if col in rec:
                 row[col] = _float_or_nan(rec[col])
         message = rec.get("message")
@@ -625,7 +629,7 @@ def _record(
 
 def _frame(records: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records, columns=list(columns))
-    for col in (*CLS_COLUMNS, "mu_hat", "seconds", *UPPER_LIMIT_COLUMNS):
+    for col in (*CLS_COLUMNS, "mu_hat", "seconds", *UPPER_LIMIT_COLUMNS, *SIGNIFICANCE_COLUMNS):
         if col in df.columns:
             df[col] = df[col].astype("float64")
     for col in ("status", "message"):
@@ -674,6 +678,7 @@ def scan(
     labels: Sequence[str] | None = None,
     measurement: str | None = None,
     modifier_settings: Mapping[str, Any] | None = None,
+    significance: bool = False,
 ) -> pd.DataFrame:
     """Asymptotic CLs at ``mu`` for every point of a signal grid.
 
@@ -728,6 +733,10 @@ def scan(
         Measurement of the workspace to use (default: the first).
     modifier_settings : mapping, optional
         Interpolation codes, as :func:`likelihood.compile` (default: code4 / code4p).
+    significance : bool, default False
+        Also the discovery p-value and significance (:func:`likelihood.discovery`, q0,
+        asymptotics): columns ``p0_obs, z_obs, p0_exp, z_exp`` (observed, and the median
+        expected for the signal at mu = 1).
 
     Returns
     -------
@@ -735,7 +744,8 @@ def scan(
         One row per point, in patchset order (region by region), with columns ``[region]``,
         ``patch``, one per label, ``cls_obs, cls_exp_m2, cls_exp_m1, cls_exp, cls_exp_p1,
         cls_exp_p2, mu_hat, status, message, seconds`` (and ``mu_ul_obs, mu_ul_exp_m2 ...
-        mu_ul_exp_p2`` with ``upper_limit``).  ``status`` is one of :data:`STATUSES`; the
+        mu_ul_exp_p2`` with ``upper_limit``, then ``p0_obs, z_obs, p0_exp, z_exp`` with
+        ``significance``).  ``status`` is one of :data:`STATUSES`; the
         values are NaN unless it is "ok" (or "fit_failed" with partial values).
         ``df.attrs["summary"]`` holds the counts and the wall time.
 
@@ -769,6 +779,7 @@ def scan(
         labels=labels,
         measurement=measurement,
         modifier_settings=modifier_settings,
+        significance=significance,
         core=None,
     )
 
@@ -823,6 +834,7 @@ def _scan(
     measurement: str | None,
     modifier_settings: Mapping[str, Any] | None,
     core: Any,
+    significance: bool = False,
     on_rows: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """:func:`scan` with the statistics core as a parameter (tests pass a stand-in)."""
@@ -839,7 +851,7 @@ def _scan(
         raise ScanError(
             f"no point selected (points={points!r}, where={where!r}) out of {len(table)}"
         )
-    columns = _result_columns(multi, label_names, upper_limit)
+    columns = _result_columns(multi, label_names, upper_limit, significance)
     settings = ScanSettings(
         float(mu),
         test_stat,
@@ -847,6 +859,7 @@ def _scan(
         bool(upper_limit),
         measurement,
         dict(modifier_settings) if modifier_settings is not None else None,
+        bool(significance),
     )
 
     rf = ResultFile(output, columns) if output is not None else None
@@ -985,6 +998,8 @@ def _failed_chunk(task: ChunkTask, err: BaseException) -> list[dict[str, Any]]:
         row: dict[str, Any] = {c: math.nan for c in (*CLS_COLUMNS, "mu_hat", "seconds")}
         if task.settings.upper_limit:
             row.update({c: math.nan for c in UPPER_LIMIT_COLUMNS})
+        if task.settings.significance:
+            row.update({c: math.nan for c in SIGNIFICANCE_COLUMNS})
         row.update(row=point.row, patch=point.name, status="error", message=message)
         rows.append(row)
     return rows
@@ -1011,7 +1026,7 @@ def write_results(results: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 # best expected region
 
 
-_NON_LABEL = {"region", "patch", *VALUE_COLUMNS, *UPPER_LIMIT_COLUMNS}
+_NON_LABEL = {"region", "patch", *VALUE_COLUMNS, *UPPER_LIMIT_COLUMNS, *SIGNIFICANCE_COLUMNS}
 
 
 def best_expected(results: pd.DataFrame) -> pd.DataFrame:
