@@ -61,17 +61,25 @@ def rowfactor_eval(kind, theta, hi, lo, coef):  # pragma: no cover - compiled
     """
     if kind == RF_LINEAR:
         return theta, 1.0
-    if kind == RF_CODE4 and -1.0 < theta < 1.0:
-        a = theta
-        v = 1.0 + a * (
-            coef[0] + a * (coef[1] + a * (coef[2] + a * (coef[3] + a * (coef[4] + a * coef[5]))))
-        )
-        d = coef[0] + a * (
-            2.0 * coef[1]
-            + a * (3.0 * coef[2] + a * (4.0 * coef[3] + a * (5.0 * coef[4] + a * 6.0 * coef[5])))
-        )
-        return v, d
-    # exponential branches, shared by code1 and code4 outside |alpha| < 1
+    if kind == RF_CODE4:
+        if theta >= 1.0:
+            v = hi**theta
+            return v, v * math.log(hi)
+        if theta > -1.0:
+            a = theta
+            v = 1.0 + a * (
+                coef[0]
+                + a * (coef[1] + a * (coef[2] + a * (coef[3] + a * (coef[4] + a * coef[5]))))
+            )
+            d = coef[0] + a * (
+                2.0 * coef[1]
+                + a
+                * (3.0 * coef[2] + a * (4.0 * coef[3] + a * (5.0 * coef[4] + a * 6.0 * coef[5])))
+            )
+            return v, d
+        v = lo ** (-theta)
+        return v, -v * math.log(lo)
+    # RF_CODE1
     if theta > 0.0:
         v = hi**theta
         return v, v * math.log(hi)
