@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference_histfactory as ref
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 import likelihood
 from likelihood import DiscoveryResult, discovery
@@ -224,11 +224,17 @@ def test_agrees_with_pyhf_on_the_shared_likelihoods(shared_hepdata: Path) -> Non
             if max(gaps.values()) > 1e-4:
                 pyhf_higher.append(f"{name}: {max(gaps, key=gaps.get)} +{max(gaps.values()):.2g}")
                 continue
+        # observed: compare q0 itself (p0 = Phi(-sqrt(q0)) is infinitely steep at q0 = 0,
+        # where a fit tolerance of 1e-7 in twice-NLL moves p0 by 3e-4)
+        q0_pyhf = float(ndtri(entry["p0_obs"]) ** 2) if entry["p0_obs"] < 0.5 else 0.0
+        assert abs(ours.q0 - q0_pyhf) <= max(2e-4, 1e-4 * q0_pyhf), (name, ours.q0, q0_pyhf)
         diff = max(
-            abs(ours.p0_obs - entry["p0_obs"]),
-            *(abs(a - b) for a, b in zip(ours.p0_exp[::-1], entry["p0_exp"], strict=True)),
+            abs(ours.p0_exp[::-1][k] - entry["p0_exp"][k]) for k in range(len(entry["p0_exp"]))
         )
-        assert diff < 2e-4, (name, ours.p0_obs, entry["p0_obs"], ours.p0_exp[::-1], entry["p0_exp"])
+        assert diff < 2e-4, (name, ours.p0_exp[::-1], entry["p0_exp"])
+        if q0_pyhf > 0.01:
+            diff = max(diff, abs(ours.p0_obs - entry["p0_obs"]))
+            assert abs(ours.p0_obs - entry["p0_obs"]) < 2e-4, (name, ours.p0_obs, entry["p0_obs"])
         compared.append((name, diff))
     assert len(compared) >= 0.75 * len(document["points"]), pyhf_higher
     assert np.median([d for _, d in compared]) < 1e-5, compared
