@@ -24,16 +24,15 @@ the patched workspace.  Both paths give identical models.
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import gammaln
 
-from likelihood.errors import InvalidPatch, InvalidWorkspace, LikelihoodError
+from likelihood.errors import LikelihoodError
 from likelihood.spec import apply_patch, get_measurement
+from likelihood.validate import MODIFIER_TYPES, PatchPlan, PatchTarget, validate_workspace
 
 __all__ = [
     "compile",
@@ -49,16 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: pyhf's builder order: a parameter belongs to the first of these types that declares it
-MODIFIER_TYPES: tuple[str, ...] = (
-    "histosys",
-    "lumi",
-    "normfactor",
-    "normsys",
-    "shapefactor",
-    "shapesys",
-    "staterror",
-)
 _GROUP = {t: i for i, t in enumerate(MODIFIER_TYPES)}
 _UNCONSTRAINED = ("normfactor", "shapefactor")
 _NORMSYS_CODES = {"code4": 1, "code1": 2}
@@ -169,7 +158,11 @@ def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 # rows: one sample in one channel, parsed once
 # ---------------------------------------------------------------------------------------
 class _Row:
-    """A sample of a channel, parsed from JSON into arrays (cached by :class:`Background`)."""
+    """A sample of a channel, parsed from (validated) JSON into arrays.
+
+    The JSON has passed the validation boundary (:mod:`likelihood.validate`): types,
+    bin counts, finite numbers and the other rules are not checked again here.
+    """
 
     __slots__ = (
         "channel",
@@ -192,113 +185,64 @@ class _Row:
     def __init__(self, channel: str, sample: Mapping[str, Any], nbins: int, where: str) -> None:
         self.channel = channel
         self.where = where
-        if not isinstance(sample, Mapping):
-            raise InvalidWorkspace(f"{where}: a sample is an object, got {sample!r:.100}")
-        name = sample.get("name")
-        if not isinstance(name, str):
-            raise InvalidWorkspace(f"{where}/name: sample name must be a string, got {name!r}")
-        self.sample = name
-        self.nom = _numbers(sample.get("data"), f"{where}/data", nbins, nonneg=False)
+        self.sample = sample["name"]
+        nom = np.array(sample["data"], dtype=np.float64)
+        self.nom = nom
         self.nbins = nbins
-        mods = sample.get("modifiers", [])
-        if not isinstance(mods, list):
-            raise InvalidWorkspace(f"{where}/modifiers: must be a list, got {mods!r:.100}")
-        parsed: list[tuple[str, str, Any]] = []
-        for k, m in enumerate(mods):
-            mw = f"{where}/modifiers/{k}"
-            if not isinstance(m, Mapping):
-                raise InvalidWorkspace(f"{mw}: a modifier is an object, got {m!r:.100}")
-            mname, mtype, data = m.get("name"), m.get("type"), m.get("data")
-            if not isinstance(mname, str):
-                raise InvalidWorkspace(f"{mw}/name: modifier name must be a string, got {mname!r}")
-            if mtype not in _GROUP:
-                raise InvalidWorkspace(
-                    f"{mw}/type: unknown modifier type {mtype!r} (modifier {mname!r}); "
-                    f"known types: {', '.join(MODIFIER_TYPES)}"
-                )
-            if mtype == "normsys":
-                if not isinstance(data, Mapping):
-                    raise InvalidWorkspace(
-                        f"{mw}/data: normsys needs {{'hi': .., 'lo': ..}}, got {data!r:.100}"
-                    )
-                hi = _number(data.get("hi"), f"{mw}/data/hi")
-                lo = _number(data.get("lo"), f"{mw}/data/lo")
-                payload: Any = (hi, lo)
-            elif mtype == "histosys":
-                if not isinstance(data, Mapping):
-                    raise InvalidWorkspace(
-                        f"{mw}/data: histosys needs {{'hi_data': [..], 'lo_data': [..]}}, got {data!r:.100}"
-                    )
-                payload = (
-                    _numbers(data.get("hi_data"), f"{mw}/data/hi_data", nbins, nonneg=False),
-                    _numbers(data.get("lo_data"), f"{mw}/data/lo_data", nbins, nonneg=False),
-                )
-            elif mtype in ("shapesys", "staterror"):
-                payload = _numbers(data, f"{mw}/data", nbins, nonneg=True)
-            else:
-                payload = None
-            parsed.append((mname, mtype, payload))
         # pyhf walks the modifiers of a sample sorted by (name, type); a duplicate
         # (name, type) in one sample keeps the last one, as pyhf's dictionary does
         uniq: dict[tuple[str, str], Any] = {}
-        for mname, mtype, payload in parsed:
-            uniq[(mname, mtype)] = payload
-        self.mods = [(n, t, uniq[(n, t)]) for (n, t) in sorted(uniq)]
-        rf: list[tuple[str, bool, float, float]] = []
-        hs: list[tuple[str, np.ndarray, np.ndarray]] = []
+        for m in sample["modifiers"]:
+            uniq[(m["name"], m["type"])] = m["data"]
+        keys = sorted(uniq)
+        self.mods: list[tuple[str, str, Any]] = []
+        rf_names: list[str] = []
+        rf_ns: list[bool] = []
+        rf_hi: list[float] = []
+        rf_lo: list[float] = []
+        hs_names: list[str] = []
+        hs_hi: list[Any] = []
+        hs_lo: list[Any] = []
         self.cf: list[tuple[str, str]] = []
-        for mname, mtype, payload in self.mods:
-            if mtype in ("normfactor", "lumi"):
-                rf.append((mname, False, 1.0, 1.0))
-            elif mtype == "normsys":
-                rf.append((mname, True, payload[0], payload[1]))
+        for mname, mtype in keys:
+            data = uniq[(mname, mtype)]
+            if mtype == "normsys":
+                payload: Any = (float(data["hi"]), float(data["lo"]))
+                rf_names.append(mname)
+                rf_ns.append(True)
+                rf_hi.append(payload[0])
+                rf_lo.append(payload[1])
             elif mtype == "histosys":
-                hi, lo = payload
-                hs.append((mname, hi - self.nom, self.nom - lo))
+                payload = None
+                hs_names.append(mname)
+                hs_hi.append(data["hi_data"])
+                hs_lo.append(data["lo_data"])
+            elif mtype in ("normfactor", "lumi"):
+                payload = None
+                rf_names.append(mname)
+                rf_ns.append(False)
+                rf_hi.append(1.0)
+                rf_lo.append(1.0)
             else:
+                payload = np.array(data, dtype=np.float64) if data is not None else None
                 self.cf.append((mname, mtype))
-        self.rf_names = [x[0] for x in rf]
-        self.rf_is_normsys = np.array([x[1] for x in rf], dtype=bool)
-        self.rf_hi = np.array([x[2] for x in rf], dtype=np.float64)
-        self.rf_lo = np.array([x[3] for x in rf], dtype=np.float64)
+            self.mods.append((mname, mtype, payload))
+        self.rf_names = rf_names
+        self.rf_is_normsys = np.array(rf_ns, dtype=bool)
+        self.rf_hi = np.array(rf_hi, dtype=np.float64)
+        self.rf_lo = np.array(rf_lo, dtype=np.float64)
         self.rf_coef = _code4_coefficients(self.rf_hi, self.rf_lo)
         self.rf_coef[~self.rf_is_normsys] = 0.0
-        self.hs_names = [x[0] for x in hs]
-        self.hs_up = np.concatenate([x[1] for x in hs]) if hs else np.zeros(0)
-        self.hs_dn = np.concatenate([x[2] for x in hs]) if hs else np.zeros(0)
-
-
-def _number(x: Any, where: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise InvalidWorkspace(f"{where}: expected a number, got {x!r:.100}")
-    v = float(x)
-    if not math.isfinite(v):
-        raise InvalidWorkspace(f"{where}: expected a finite number, got {x!r}")
-    return v
-
-
-def _numbers(x: Any, where: str, n: int, *, nonneg: bool) -> np.ndarray:
-    if not isinstance(x, (list, tuple)):
-        raise InvalidWorkspace(f"{where}: expected a list of {n} numbers, got {x!r:.100}")
-    if len(x) != n:
-        raise InvalidWorkspace(
-            f"{where}: expected {n} numbers (one per bin of the channel), got {len(x)}"
-        )
-    # plain-Python checks: the lists are short, and this runs for every modifier of a patch
-    for v in x:
-        t = type(v)
-        if t is float:
-            if v - v != 0.0:  # nan or +-inf
-                raise InvalidWorkspace(f"{where}: non-finite value {v!r} in {x!r:.100}")
-        elif t is not int and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise InvalidWorkspace(f"{where}: expected numbers, got {v!r} in {x!r:.100}")
-        elif t is not int and not math.isfinite(v):
-            raise InvalidWorkspace(f"{where}: non-finite value {v!r} in {x!r:.100}")
-        if nonneg and v < 0:
-            raise InvalidWorkspace(
-                f"{where}: negative value {v!r} in {x!r:.100}; uncertainties are >= 0"
-            )
-    return np.array(x, dtype=np.float64)
+        self.hs_names = hs_names
+        if hs_names:
+            hi = np.array(hs_hi, dtype=np.float64).reshape(-1)
+            lo = np.array(hs_lo, dtype=np.float64).reshape(-1)
+            tiled = np.tile(nom, len(hs_names))
+            self.hs_up = hi - tiled
+            self.hs_dn = tiled - lo
+        else:
+            self.hs_up = np.zeros(0)
+            self.hs_dn = np.zeros(0)
 
 
 class _Channels(NamedTuple):
@@ -309,54 +253,23 @@ class _Channels(NamedTuple):
 
 
 def _parse_channels(spec: Mapping[str, Any]) -> _Channels:
-    channels = spec.get("channels")
-    if not isinstance(channels, list) or not channels:
-        raise InvalidWorkspace("/channels: a workspace needs a non-empty list of channels")
+    """Rows and observations of a (validated) workspace."""
     names: list[str] = []
     nbins: dict[str, int] = {}
     rows: list[list[_Row]] = []
-    for i, ch in enumerate(channels):
-        where = f"/channels/{i}"
-        if not isinstance(ch, Mapping) or not isinstance(ch.get("name"), str):
-            raise InvalidWorkspace(f"{where}: a channel is an object with a string 'name'")
+    for i, ch in enumerate(spec["channels"]):
         cname = ch["name"]
-        samples = ch.get("samples")
-        if not isinstance(samples, list) or not samples:
-            raise InvalidWorkspace(f"{where}/samples: channel {cname!r} needs at least one sample")
-        if cname in nbins:
-            raise InvalidWorkspace(f"{where}/name: duplicate channel name {cname!r}")
-        first = samples[0].get("data") if isinstance(samples[0], Mapping) else None
-        if not isinstance(first, list) or not first:
-            raise InvalidWorkspace(f"{where}/samples/0/data: expected a non-empty list of yields")
-        nb = len(first)
+        samples = ch["samples"]
+        nb = len(samples[0]["data"])
         names.append(cname)
         nbins[cname] = nb
-        rows.append([_Row(cname, s, nb, f"{where}/samples/{j}") for j, s in enumerate(samples)])
-        seen: set[str] = set()
-        for j, r in enumerate(rows[-1]):
-            if r.sample in seen:
-                raise InvalidWorkspace(
-                    f"{where}/samples/{j}/name: duplicate sample {r.sample!r} in channel {cname!r}"
-                )
-            seen.add(r.sample)
-    obs = spec.get("observations")
-    if not isinstance(obs, list):
-        raise InvalidWorkspace("/observations: a workspace needs a list of observations")
+        rows.append(
+            [_Row(cname, s, nb, f"/channels/{i}/samples/{j}") for j, s in enumerate(samples)]
+        )
     observations: dict[str, np.ndarray] = {}
-    for i, o in enumerate(obs):
-        if not isinstance(o, Mapping) or not isinstance(o.get("name"), str):
-            raise InvalidWorkspace(f"/observations/{i}: an observation has a string 'name'")
-        oname = o["name"]
-        if oname in nbins:
-            observations[oname] = _numbers(
-                o.get("data"), f"/observations/{i}/data", nbins[oname], nonneg=True
-            )
-    for cname in names:
-        if cname not in observations:
-            raise InvalidWorkspace(
-                f"/observations: no observation for channel {cname!r}; add "
-                f'{{"name": "{cname}", "data": [...]}}'
-            )
+    for o in spec["observations"]:
+        if o["name"] in nbins and o["name"] not in observations:
+            observations[o["name"]] = np.array(o["data"], dtype=np.float64)
     return _Channels(names, nbins, rows, observations)
 
 
@@ -409,59 +322,22 @@ def _defaults(ps: _ParamSet) -> None:
     # lumi: everything comes from the measurement
 
 
-def _apply_config(ps: _ParamSet, cfg: Mapping[str, Any], where: str) -> None:
-    """Measurement parameter settings (inits, bounds, fixed, auxdata, sigmas), as pyhf."""
-    n = ps.n
+def _apply_config(ps: _ParamSet, cfg: Mapping[str, Any]) -> None:
+    """Measurement parameter settings (inits, bounds, fixed, auxdata, sigmas), as pyhf.
 
-    def vec(key: str) -> list[Any] | None:
-        if key not in cfg:
-            return None
-        v = cfg[key]
-        if not isinstance(v, list) or len(v) != n:
-            raise InvalidWorkspace(
-                f"{where}/{key}: parameter {ps.name!r} has {n} component(s), "
-                f"so {key!r} needs a list of {n} values; got {v!r:.100}"
-            )
-        return v
-
-    if (v := vec("inits")) is not None:
-        ps.inits = [_number(x, f"{where}/inits") for x in v]
-    if (v := vec("bounds")) is not None:
-        bb = []
-        for j, b in enumerate(v):
-            if not isinstance(b, list) or len(b) != 2:
-                raise InvalidWorkspace(f"{where}/bounds/{j}: expected [low, high], got {b!r}")
-            lo, hi = _number(b[0], f"{where}/bounds/{j}/0"), _number(b[1], f"{where}/bounds/{j}/1")
-            if lo > hi:
-                raise InvalidWorkspace(f"{where}/bounds/{j}: low {lo} above high {hi}")
-            bb.append([lo, hi])
-        ps.bounds = bb
+    ``cfg`` has passed :func:`likelihood.validate_workspace` (one entry per component,
+    bounds ordered, sigmas > 0, only the keys this parameter type takes).
+    """
+    if "inits" in cfg:
+        ps.inits = [float(x) for x in cfg["inits"]]
+    if "bounds" in cfg:
+        ps.bounds = [[float(lo), float(hi)] for lo, hi in cfg["bounds"]]
     if "fixed" in cfg:
         f = cfg["fixed"]
-        if isinstance(f, bool):
-            ps.fixed = [f] * n
-        elif isinstance(f, list) and len(f) == n and all(isinstance(x, bool) for x in f):
-            ps.fixed = list(f)
-        else:
-            raise InvalidWorkspace(f"{where}/fixed: expected true/false, got {f!r:.100}")
+        ps.fixed = [bool(x) for x in f] if isinstance(f, list) else [bool(f)] * ps.n
     for key in ("auxdata", "sigmas"):
-        if key in cfg:
-            if ps.constraint is None or (key == "sigmas" and ps.constraint != "normal"):
-                raise InvalidWorkspace(
-                    f"{where}/{key}: parameter {ps.name!r} ({ps.kind}) does not use {key!r}; "
-                    "remove it from the measurement"
-                )
-            if key == "sigmas" and ps.kind in ("normsys", "histosys"):
-                raise InvalidWorkspace(
-                    f"{where}/sigmas: parameter {ps.name!r} ({ps.kind}) has unit width; "
-                    "remove 'sigmas' from the measurement"
-                )
-            v = vec(key)
-            assert v is not None
-            vals = [_number(x, f"{where}/{key}") for x in v]
-            if key == "sigmas" and any(s <= 0 for s in vals):
-                raise InvalidWorkspace(f"{where}/sigmas: widths must be > 0, got {vals}")
-            setattr(ps, key, vals)
+        if key in cfg and ps.constraint is not None:
+            setattr(ps, key, [float(x) for x in cfg[key]])
 
 
 def _assemble(
@@ -498,12 +374,6 @@ def _assemble(
                 )
                 continue
             if mtype == "shapesys":
-                if mname in g:
-                    raise InvalidWorkspace(
-                        f"{source}: shapesys {mname!r} is used by more than one sample "
-                        f"(again by {r.sample!r} in {r.channel!r}); shapesys parameters "
-                        "cannot be shared, use a distinct name per sample"
-                    )
                 ps = _ParamSet(mname, mtype, r.nbins)
                 valid = (r.nom > 0) & (payload > 0)
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -543,17 +413,6 @@ def _assemble(
         ps.sigmas = [1.0 if s == 0 else float(s) for s in sig]
         groups[_GROUP["staterror"]][mname] = ps
 
-    kinds: dict[str, set[str]] = {}
-    for mtype, g in zip(MODIFIER_TYPES, groups, strict=True):
-        for mname in g:
-            kinds.setdefault(mname, set()).add(mtype)
-    for mname, ks in kinds.items():
-        if len(ks) > 1 and ks != {"normsys", "histosys"}:
-            raise InvalidWorkspace(
-                f"{source}: parameter {mname!r} is declared by modifiers of different types "
-                f"{sorted(ks)}; only normsys and histosys may share a name. Rename one of them."
-            )
-
     params: dict[str, _ParamSet] = {}
     for g in groups:
         for mname, ps in g.items():
@@ -564,35 +423,12 @@ def _assemble(
     config = measurement.get("config", {}) if isinstance(measurement, Mapping) else {}
     mname_ = measurement.get("name") if isinstance(measurement, Mapping) else None
     poi = config.get("poi") if isinstance(config, Mapping) else None
-    user: dict[str, tuple[int, Mapping[str, Any]]] = {}
-    for j, p in enumerate(config.get("parameters", []) or []):
-        if not isinstance(p, Mapping) or not isinstance(p.get("name"), str):
-            raise InvalidWorkspace(
-                f"measurement {mname_!r} /config/parameters/{j}: a parameter setting needs a 'name'"
-            )
-        if p["name"] in user:
-            raise InvalidWorkspace(
-                f"measurement {mname_!r} /config/parameters/{j}: duplicate settings for "
-                f"parameter {p['name']!r}"
-            )
-        user[p["name"]] = (j, p)
+    user = {p["name"]: p for p in config.get("parameters", [])}
     start = 0
     for name, ps in params.items():
         _defaults(ps)
         if name in user:
-            j, cfg = user[name]
-            _apply_config(ps, cfg, f"measurement {mname_!r} /config/parameters/{j}")
-        if ps.kind == "lumi":
-            missing = [
-                k for k in ("inits", "bounds", "auxdata", "sigmas") if getattr(ps, k) is None
-            ]
-            if missing:
-                raise InvalidWorkspace(
-                    f"measurement {mname_!r} /config/parameters: lumi parameter {name!r} needs "
-                    f"{', '.join(missing)} in the measurement's parameter settings, e.g. "
-                    f'{{"name": "{name}", "auxdata": [1.0], "sigmas": [0.017], '
-                    '"bounds": [[0.9, 1.1]], "inits": [1.0]}'
-                )
+            _apply_config(ps, user[name])
         ps.start = start
         start += ps.n
     n_pars = start
@@ -634,11 +470,6 @@ def _assemble(
     poi_name: str | None = None
     if isinstance(poi, str) and poi in params:
         ps = params[poi]
-        if ps.n != 1 or ps.kind not in ("normfactor", "lumi", "normsys", "histosys"):
-            raise InvalidWorkspace(
-                f"measurement {mname_!r} /config/poi: the POI {poi!r} is a vector "
-                f"parameter ({ps.kind}); a POI must be a scalar (normfactor)"
-            )
         poi_name, poi_index = poi, ps.start
 
     # ---- flat entry arrays ----------------------------------------------------------------
@@ -688,11 +519,6 @@ def _assemble(
         for mname, mtype in r.cf:
             ps = params[mname]
             if mtype == "shapefactor":
-                if nb > ps.n:
-                    raise InvalidWorkspace(
-                        f"{r.where}: shapefactor {mname!r} has {ps.n} parameters but channel "
-                        f"{r.channel!r} has {nb} bins"
-                    )
                 comp = local
             else:
                 key = (mtype, mname, r.channel)
@@ -700,14 +526,7 @@ def _assemble(
                 if comp_c is None:
                     mb = masked[(mtype, mname)]
                     pos = {b: i for i, b in enumerate(mb)}
-                    try:
-                        comp_c = np.array([pos[off + j] for j in range(nb)], dtype=np.int64)
-                    except KeyError as err:
-                        raise InvalidWorkspace(
-                            f"{r.where}: {mtype} {mname!r} is carried in channel "
-                            f"{r.channel!r} by some samples but in other channels by "
-                            "others; pyhf needs the same bins for every sample"
-                        ) from err
+                    comp_c = np.array([pos[off + j] for j in range(nb)], dtype=np.int64)
                     comp_cache[key] = comp_c
                 comp = comp_c
             cf_cell_l.append(cells)
@@ -960,13 +779,6 @@ def _settings(modifier_settings: Mapping[str, Any] | None) -> dict[str, int]:
 
 
 def _validate(spec: Mapping[str, Any], source: str | None) -> None:
-    try:
-        from likelihood.validate import validate_workspace
-    except ModuleNotFoundError as err:  # pragma: no cover - during development only
-        if err.name != "likelihood.validate":
-            raise
-        log.warning("likelihood.validate is not available; skipping schema validation")
-        return
     validate_workspace(spec, source=source)
 
 
@@ -989,11 +801,18 @@ def compile(
         As pyhf: ``{"normsys": {"interpcode": "code4" | "code1"},
         "histosys": {"interpcode": "code4p" | "code0"}}``; defaults code4 / code4p.
     validate : bool
-        Run schema and semantic validation first (:func:`likelihood.validate_workspace`).
+        Run schema and semantic validation first (:func:`likelihood.validate_workspace`,
+        the validation boundary).  ``False`` skips every check: only for a workspace that
+        has already passed it (an invalid one then gives undefined results).
 
     Returns
     -------
     Model
+
+    Raises
+    ------
+    InvalidWorkspace
+        The workspace is invalid (the message of :func:`likelihood.validate_workspace`).
     """
     settings = _settings(modifier_settings)
     if validate:
@@ -1004,10 +823,6 @@ def compile(
     return _assemble(
         parsed.names, parsed.nbins, parsed.observations, rows, meas, settings, "workspace"
     )
-
-
-_SAMPLE_ADD = re.compile(r"^/channels/(\d+)/samples/(\d+|-)$")
-_CHANNEL_REMOVE = re.compile(r"^/channels/(\d+)$")
 
 
 class Background:
@@ -1022,7 +837,8 @@ class Background:
     modifier_settings : mapping, optional
         Interpolation codes, as :func:`compile`.
     validate : bool
-        Validate the background-only workspace once.
+        Validate the background-only workspace once.  The patches given to
+        :meth:`with_patch` are always validated.
     """
 
     def __init__(
@@ -1041,6 +857,8 @@ class Background:
             _validate(bkgonly_spec, "background-only workspace")
         self._measurement = get_measurement(bkgonly_spec, measurement)
         self._parsed = _parse_channels(bkgonly_spec)
+        # the validation boundary's view of this background, for the patches
+        self._target = PatchTarget(bkgonly_spec)
 
     def __repr__(self) -> str:
         return f"<likelihood.Background {len(self._parsed.names)} channels>"
@@ -1058,10 +876,12 @@ class Background:
     ) -> Model:
         """Model of the background plus one signal patch.
 
-        Identical to ``compile(apply_patch(bkgonly_spec, patch_ops))``.  ``add`` operations
-        of samples to existing channels and ``remove`` operations of whole channels are
-        applied to the parsed background directly; any other operation falls back to a
-        full compile of the patched workspace.
+        Identical to ``compile(apply_patch(bkgonly_spec, patch_ops, source=name))``, in
+        the model it returns and in what it rejects (same exception, same message).  A
+        patch that only adds samples and removes channels, and that the validation
+        boundary accepts (:meth:`likelihood.validate.PatchTarget.plan`), is applied to the
+        parsed background directly; any other patch (or an invalid one) takes the
+        reference path, a full compile of the patched workspace.
 
         Parameters
         ----------
@@ -1073,57 +893,14 @@ class Background:
         Raises
         ------
         InvalidPatch
-            The patch does not apply, or the sample it adds is invalid.
+            The patch does not apply.
+        InvalidWorkspace
+            The patched workspace is invalid (e.g. a negative signal yield), with the
+            JSON path and the value.
         """
-        where = f"patch {name!r}" if name else "patch"
-        if not isinstance(patch_ops, Sequence) or isinstance(patch_ops, (str, bytes)):
-            raise InvalidPatch(
-                f"{where}: a JSON patch is a list of operations, got {type(patch_ops).__name__}"
-            )
-        p = self._parsed
-        current = list(range(len(p.names)))  # JSON index -> original channel index
-        extra: dict[int, list[tuple[int | None, Mapping[str, Any], int]]] = {}
-        fast = True
-        for i, op in enumerate(patch_ops):
-            if not isinstance(op, Mapping) or "op" not in op or "path" not in op:
-                raise InvalidPatch(
-                    f"{where}: operation {i} is not an RFC 6902 operation: {op!r:.200}"
-                )
-            kind, path = op.get("op"), op.get("path")
-            m_add = _SAMPLE_ADD.match(path) if isinstance(path, str) else None
-            m_rm = _CHANNEL_REMOVE.match(path) if isinstance(path, str) else None
-            if kind == "add" and m_add and isinstance(op.get("value"), Mapping):
-                ci = int(m_add.group(1))
-                if ci >= len(current):
-                    raise InvalidPatch(
-                        f"{where}: operation {i} (add {path}) does not apply: the workspace "
-                        f"has {len(current)} channels at that point"
-                    )
-                orig = current[ci]
-                n_now = len(p.rows[orig]) + len(extra.get(orig, []))
-                j = m_add.group(2)
-                if j != "-" and int(j) > n_now:
-                    raise InvalidPatch(
-                        f"{where}: operation {i} (add {path}) does not apply: channel "
-                        f"{p.names[orig]!r} has {n_now} samples at that point"
-                    )
-                if op["value"].get("name") in {r.sample for r in p.rows[orig]}:
-                    fast = False  # a name clash: let the full compile report it
-                    break
-                extra.setdefault(orig, []).append((None, op["value"], i))
-            elif kind == "remove" and m_rm:
-                ci = int(m_rm.group(1))
-                if ci >= len(current):
-                    raise InvalidPatch(
-                        f"{where}: operation {i} (remove {path}) does not apply: the "
-                        f"workspace has {len(current)} channels at that point"
-                    )
-                current.pop(ci)
-            else:
-                fast = False
-                break
-        if not fast:
-            log.debug("%s: not a pure add-samples / remove-channels patch; full compile", where)
+        plan = self._target.plan(patch_ops)
+        if plan is None:
+            log.debug("%s: reference path (full compile)", name or "patch")
             spec = apply_patch(self.spec, patch_ops, source=name)
             model = compile(
                 spec,
@@ -1131,31 +908,24 @@ class Background:
                 modifier_settings=self.modifier_settings,
                 validate=True,
             )
-            model.name = name
-            return model
-        kept = set(current)
-        rows: list[_Row] = []
-        for ci in sorted(kept):
-            rows.extend(p.rows[ci])
-            cname = p.names[ci]
-            seen = {r.sample for r in p.rows[ci]}
-            for _, sample, i in extra.get(ci, []):
-                try:
-                    row = _Row(cname, sample, p.nbins[cname], f"{where} operation {i} /value")
-                except InvalidWorkspace as err:
-                    raise InvalidPatch(str(err)) from err
-                if row.sample in seen:
-                    raise InvalidPatch(
-                        f"{where}: operation {i} adds sample {row.sample!r} twice to channel {cname!r}"
-                    )
-                seen.add(row.sample)
-                rows.append(row)
-        names = [p.names[ci] for ci in sorted(kept)]
-        try:
-            model = _assemble(
-                names, p.nbins, p.observations, rows, self._measurement, self._settings, where
-            )
-        except InvalidWorkspace as err:
-            raise InvalidPatch(f"{where}: the patched workspace is invalid: {err}") from err
+        else:
+            model = self._assemble_plan(plan, name)
         model.name = name
         return model
+
+    def _assemble_plan(self, plan: PatchPlan, name: str | None) -> Model:
+        p = self._parsed
+        extra: dict[int, list[_Row]] = {}
+        for a in plan.added:
+            cname = p.names[a.channel]
+            extra.setdefault(a.channel, []).append(
+                _Row(cname, a.sample, p.nbins[cname], f"operation {a.op} /value")
+            )
+        rows: list[_Row] = []
+        for ci in sorted(plan.kept):
+            rows.extend(p.rows[ci])
+            rows.extend(extra.get(ci, ()))
+        names = [p.names[ci] for ci in sorted(plan.kept)]
+        return _assemble(
+            names, p.nbins, p.observations, rows, self._measurement, self._settings, "workspace"
+        )
