@@ -28,14 +28,14 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from importlib import resources
-from typing import Any, NamedTuple
-
-import jsonschema
-import referencing
-import referencing.jsonschema
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from likelihood.errors import InvalidPatch, InvalidSpecification, InvalidWorkspace
 from likelihood.spec import apply_patch, digest, json_path
+
+if TYPE_CHECKING:  # jsonschema is imported when a schema is needed (the fast path does not)
+    import jsonschema
+    import referencing
 
 __all__ = [
     "MODIFIER_TYPES",
@@ -47,6 +47,7 @@ __all__ = [
     "validate_workspace",
     "validate_patch",
     "validate_patchset",
+    "validate_patchset_points",
     "load_schema",
 ]
 
@@ -100,6 +101,9 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _registry() -> referencing.Registry:
+    import referencing
+    import referencing.jsonschema
+
     resources_ = []
     for filename in _SCHEMA_FILES:
         schema = load_schema(filename)
@@ -114,6 +118,8 @@ def _registry() -> referencing.Registry:
 @functools.cache
 def _validator(name: str, pointer: str = "") -> jsonschema.protocols.Validator:
     """A Draft 7 validator for a bundled schema, or a definition inside it."""
+    import jsonschema
+
     schema: dict[str, Any] = load_schema(name)
     if pointer:
         schema = {"$ref": f"{schema['$id']}#{pointer}"}
@@ -182,6 +188,8 @@ def _schema_check(
     pointer: str = "",
     prefix: Sequence[str | int] = (),
 ) -> None:
+    import jsonschema
+
     validator = _validator(schema, pointer)
     errors = list(validator.iter_errors(doc))
     if not errors:
@@ -1127,6 +1135,91 @@ def _envelope(patchset: Any) -> Any:
     return {**patchset, "patches": patches}
 
 
+def validate_patchset_points(patchset: Any, *, source: str | None = None) -> None:
+    """The points of a patchset, without its schema: what a scan needs to trust.
+
+    A mapping with ``/metadata/labels`` (a list of unique strings) and a ``/patches``
+    list; each patch has a string ``metadata.name``, one ``metadata.values`` entry per
+    label (strings or finite numbers) and a ``patch`` list of operations; patch names
+    are unique and so are value tuples (``300`` and ``300.0`` are the same value).  The
+    operations themselves are not checked (see :class:`PatchTarget`), nor the rest of the
+    metadata (see :func:`validate_patchset`).
+
+    Raises
+    ------
+    InvalidPatch
+    """
+    _check_points(patchset, f"patchset {source}" if source else "patchset")
+
+
+def _check_points(patchset: Any, where: str) -> None:
+    metadata = patchset.get("metadata") if isinstance(patchset, Mapping) else None
+    items = patchset.get("patches") if isinstance(patchset, Mapping) else None
+    if not isinstance(metadata, Mapping) or not isinstance(items, list):
+        raise InvalidPatch(
+            f"{where}: not a pyhf PatchSet (needs /metadata and a /patches list); give the "
+            "patchset.json published with the BkgOnly.json, or one made by recastkit make-patch"
+        )
+    labels = metadata.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise InvalidPatch(f"{where}: /metadata/labels must be a list of names, got {labels!r:.80}")
+    problems = _Problems(where, InvalidPatch)
+    for name, idx in _duplicates(labels).items():
+        problems.add(
+            ["metadata", "labels", idx[1]],
+            f"duplicate label {name!r} (labels {idx}); labels name the coordinates of a point",
+        )
+    names: list[Any] = []
+    keyed: list[Any] = []
+    for i, patch in enumerate(items):
+        meta = patch.get("metadata") if isinstance(patch, Mapping) else None
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if not isinstance(name, str):
+            problems.add(["patches", i, "metadata", "name"], "the patch has no name")
+            names.append(object())
+            keyed.append(object())
+            continue
+        names.append(name)
+        values = meta.get("values")  # type: ignore[union-attr]
+        if not isinstance(values, list) or not all(
+            isinstance(v, str) or _fast_number(v) for v in values
+        ):
+            problems.add(
+                ["patches", i, "metadata", "values"],
+                f"values of patch {name!r} must be a list of numbers or strings, got "
+                f"{_short(values)}",
+            )
+            keyed.append(object())
+        elif len(values) != len(labels):
+            problems.add(
+                ["patches", i, "metadata", "values"],
+                f"patch {name!r} has {len(values)} value(s) {_short(values)} but the patchset "
+                f"has {len(labels)} label(s) {labels}; give one value per label",
+            )
+            keyed.append(object())
+        else:
+            keyed.append(tuple(_value_key(v) for v in values))
+        if not isinstance(patch.get("patch"), list):  # type: ignore[union-attr]
+            problems.add(
+                ["patches", i, "patch"],
+                f"the patch {name!r} is not a list of operations: {_short(patch.get('patch'))}",  # type: ignore[union-attr]
+            )
+    for name, idx in _duplicates(names).items():
+        problems.add(
+            ["patches", idx[1], "metadata", "name"],
+            f"duplicate patch name {name!r} (patches {idx[:5]}); patch names must be unique",
+        )
+    for _key, idx in _duplicates(keyed).items():
+        which = " and ".join(f"{j} {names[j]!r}" for j in idx[:5])
+        more = f" (and {len(idx) - 5} more)" if len(idx) > 5 else ""
+        problems.add(
+            ["patches", idx[1], "metadata", "values"],
+            f"duplicate values {items[idx[1]]['metadata']['values']} of patches {which}{more} "
+            f"(labels {labels}); every point needs its own values: remove or rename one",
+        )
+    problems.raise_if_any()
+
+
 def validate_patchset(
     patchset: Any,
     *,
@@ -1174,40 +1267,8 @@ def validate_patchset(
             where=where,
             error=InvalidPatch,
         )
-    problems = _Problems(where, InvalidPatch)
-    labels = patchset["metadata"]["labels"]
+    _check_points(patchset, where)
     items = patchset["patches"]
-
-    for name, idx in _duplicates(labels).items():
-        problems.add(
-            ["metadata", "labels", idx[1]],
-            f"duplicate label {name!r} (labels {idx}); labels name the coordinates of a point",
-        )
-    for i, patch in enumerate(items):
-        values = patch["metadata"]["values"]
-        if len(values) != len(labels):
-            problems.add(
-                ["patches", i, "metadata", "values"],
-                f"patch {patch['metadata']['name']!r} has {len(values)} value(s) "
-                f"{_short(values)} but the patchset has {len(labels)} label(s) {labels}; "
-                "give one value per label",
-            )
-    names = [p["metadata"]["name"] for p in items]
-    for name, idx in _duplicates(names).items():
-        problems.add(
-            ["patches", idx[1], "metadata", "name"],
-            f"duplicate patch name {name!r} (patches {idx[:5]}); patch names must be unique",
-        )
-    keyed = [tuple(_value_key(v) for v in p["metadata"]["values"]) for p in items]
-    for _key, idx in _duplicates(keyed).items():
-        which = " and ".join(f"{j} {names[j]!r}" for j in idx[:5])
-        more = f" (and {len(idx) - 5} more)" if len(idx) > 5 else ""
-        problems.add(
-            ["patches", idx[1], "metadata", "values"],
-            f"duplicate values {items[idx[1]]['metadata']['values']} of patches {which}{more} "
-            f"(labels {labels}); every point needs its own values: remove or rename one",
-        )
-    problems.raise_if_any()
 
     if bkgonly is not None:
         for algorithm, expected in patchset["metadata"]["digests"].items():
