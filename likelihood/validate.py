@@ -429,8 +429,8 @@ def _fast_patch(ops: Any) -> bool:
 
 
 def _fast_patchset(ps: Any, *, patches: bool = True) -> bool:
-    """True only if ``ps`` satisfies patchset.json (with ``patches``: the operations of
-    every patch included, else only that each is a list) and is finite."""
+    """True only if ``ps`` satisfies patchset.json and is finite (with ``patches``: the
+    operations of every patch included, else they are not looked at)."""
     if not _fast_keys(ps, _K_PS, _K_PS) or not isinstance(ps["version"], str):
         return False
     if ps["version"] != "1.0.0":
@@ -479,7 +479,7 @@ def _fast_patchset(ps: Any, *, patches: bool = True) -> bool:
             return False
         if not _fast_finite_json(pmeta):
             return False
-        if not (_fast_patch(patch["patch"]) if patches else isinstance(patch["patch"], list)):
+        if patches and not _fast_patch(patch["patch"]):
             return False
     return True
 
@@ -1125,11 +1125,11 @@ def _value_key(v: Any) -> tuple[str, Any]:
 
 
 def _envelope(patchset: Any) -> Any:
-    """``patchset`` with every operation list emptied: for the schema of the envelope."""
+    """``patchset`` with every patch emptied: for the schema of the envelope alone."""
     if not isinstance(patchset, Mapping) or not isinstance(patchset.get("patches"), list):
         return patchset
     patches = [
-        {**p, "patch": []} if isinstance(p, Mapping) and isinstance(p.get("patch"), list) else p
+        {**p, "patch": []} if isinstance(p, Mapping) and "patch" in p else p
         for p in patchset["patches"]
     ]
     return {**patchset, "patches": patches}
@@ -1139,11 +1139,11 @@ def validate_patchset_points(patchset: Any, *, source: str | None = None) -> Non
     """The points of a patchset, without its schema: what a scan needs to trust.
 
     A mapping with ``/metadata/labels`` (a list of unique strings) and a ``/patches``
-    list; each patch has a string ``metadata.name``, one ``metadata.values`` entry per
-    label (strings or finite numbers) and a ``patch`` list of operations; patch names
-    are unique and so are value tuples (``300`` and ``300.0`` are the same value).  The
-    operations themselves are not checked (see :class:`PatchTarget`), nor the rest of the
-    metadata (see :func:`validate_patchset`).
+    list; each patch has a string ``metadata.name`` and one ``metadata.values`` entry per
+    label (strings or finite numbers); patch names are unique and so are value tuples
+    (``300`` and ``300.0`` are the same value).  The operations are not looked at (each
+    goes through :class:`PatchTarget` / ``Background.with_patch`` when it is used), nor
+    the rest of the metadata (see :func:`validate_patchset`).
 
     Raises
     ------
@@ -1199,11 +1199,6 @@ def _check_points(patchset: Any, where: str) -> None:
             keyed.append(object())
         else:
             keyed.append(tuple(_value_key(v) for v in values))
-        if not isinstance(patch.get("patch"), list):  # type: ignore[union-attr]
-            problems.add(
-                ["patches", i, "patch"],
-                f"the patch {name!r} is not a list of operations: {_short(patch.get('patch'))}",  # type: ignore[union-attr]
-            )
     for name, idx in _duplicates(names).items():
         problems.add(
             ["patches", idx[1], "metadata", "name"],
@@ -1259,10 +1254,12 @@ def validate_patchset(
         that of ``compile(apply_patch(...))``, after the patchset and the patch name.
     """
     where = f"patchset {source}" if source else "patchset"
-    fast = _fast_patchset(patchset, patches=patches)
-    if not fast:
+    # with bkgonly, the operations go through the reference path of each patch (same
+    # message as compile(apply_patch)); without, through the patch schema here
+    envelope_only = not patches or bkgonly is not None
+    if not _fast_patchset(patchset, patches=not envelope_only):
         _schema_check(
-            patchset if patches else _envelope(patchset),
+            _envelope(patchset) if envelope_only else patchset,
             "patchset",
             where=where,
             error=InvalidPatch,
