@@ -430,3 +430,36 @@ def test_patchset_fast_path_checks_every_patch() -> None:
     # without the background: the patch's own checks (paths inside the patchset)
     msg = str(_raised(lambda: validate_patchset(ps, source="ps.json")))
     assert "/patches/0/patch/0/value/data/1" in msg and "-5.0" in msg
+
+
+def test_scan_1lbb_negative_yield_and_bad_normsys_are_invalid_patch(shared_hepdata: Path) -> None:
+    """The issue's example: 1Lbb C1N2_Wh_hbb_1000_100 with -5.0 in one SR bin gave status
+    ok and cls_obs 0.5285; a signal normsys with lo = -1 gave fit_failed with NaN-NLL
+    messages and RuntimeWarnings."""
+    import recast
+
+    bkg = likelihood.read_json(shared_hepdata / "1Lbb" / "BkgOnly.json")
+    ps = likelihood.read_json(shared_hepdata / "1Lbb" / "patchset.json")
+    (point,) = [p for p in ps["patches"] if p["metadata"]["name"] == "C1N2_Wh_hbb_1000_100"]
+    negative = copy.deepcopy(point)
+    negative["metadata"] = {"name": "negative_yield", "values": [1000, 101]}
+    (k,) = [i for i, op in enumerate(negative["patch"]) if op["path"].startswith("/channels/5/")]
+    negative["patch"][k]["value"]["data"][1] = -5.0
+    lo = copy.deepcopy(point)
+    lo["metadata"] = {"name": "normsys_lo", "values": [1000, 102]}
+    mods = lo["patch"][k]["value"]["modifiers"]
+    j = next(i for i, m in enumerate(mods) if m["type"] == "normsys")
+    mods[j]["data"]["lo"] = -1.0
+    ps = {**ps, "patches": [negative, lo]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = recast.scan(bkg, ps, jobs=1)
+    rows = {r["patch"]: r for r in table.to_dict("records")}
+    sr = negative["patch"][k]["path"].split("/")
+    assert rows["negative_yield"]["status"] == "invalid_patch"
+    assert f"/channels/5/samples/{sr[-1]}/data/1" in rows["negative_yield"]["message"]
+    assert "-5.0" in rows["negative_yield"]["message"]
+    assert rows["normsys_lo"]["status"] == "invalid_patch"
+    assert f"/modifiers/{j}/data/lo" in rows["normsys_lo"]["message"]
+    assert "-1.0" in rows["normsys_lo"]["message"]
+    assert all(math.isnan(r["cls_obs"]) for r in rows.values())
