@@ -23,6 +23,7 @@ the patched workspace.  Both paths give identical models.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -157,6 +158,9 @@ def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # rows: one sample in one channel, parsed once
 # ---------------------------------------------------------------------------------------
+_ROW_IDS = itertools.count()
+
+
 class _Row:
     """A sample of a channel, parsed from (validated) JSON into arrays.
 
@@ -180,11 +184,17 @@ class _Row:
         "hs_dn",
         "cf",
         "where",
+        "uid",
+        "base",
+        "arrays",
     )
 
     def __init__(self, channel: str, sample: Mapping[str, Any], nbins: int, where: str) -> None:
         self.channel = channel
         self.where = where
+        self.uid = next(_ROW_IDS)
+        self.base = False  # one of a Background's own rows (cacheable)
+        self.arrays: Any = None  # (cache, per-row index arrays) of _row_arrays
         self.sample = sample["name"]
         nom = np.array(sample["data"], dtype=np.float64)
         self.nom = nom
@@ -340,6 +350,151 @@ def _apply_config(ps: _ParamSet, cfg: Mapping[str, Any]) -> None:
             setattr(ps, key, [float(x) for x in cfg[key]])
 
 
+class _Block(NamedTuple):
+    """One parameter of a model, ready to be laid out (after defaults and settings)."""
+
+    kind: str
+    n: int
+    names: list[str]
+    inits: list[float]
+    bounds: list[list[float]]
+    fixed: list[bool]
+    constraint: str | None  # None, "normal", "poisson"
+    auxdata: list[float]
+    scale: list[float]  # Gaussian sigmas, or Poisson factors tau
+    width: list[float]
+
+
+class _Base(NamedTuple):
+    """What the rows of a background contribute, computed once (:class:`Background`)."""
+
+    rows: list[_Row]  # sorted by (channel, sample)
+    firsts: list[dict[str, tuple[str, str, int]]]  # per type: name -> first (channel, sample, k)
+    staterror: dict[str, list[tuple[_Row, np.ndarray]]]  # name -> carriers, sorted
+
+
+class _Cache:
+    """Caches of one assembly context: a name table for the per-row arrays, and the
+    parameter blocks that depend on background rows only."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, int] = {}
+        self.blocks: dict[tuple[Any, ...], _Block] = {}
+
+    def slot(self, name: str) -> int:
+        s = self.slots.get(name)
+        if s is None:
+            s = self.slots[name] = len(self.slots)
+        return s
+
+
+def _row_arrays(r: _Row, cache: _Cache) -> tuple[np.ndarray, ...]:
+    """Per-row index arrays (against ``cache``'s name table), computed once per row."""
+    arr = r.arrays
+    if arr is not None and arr[0] is cache:
+        return arr[1]  # type: ignore[no-any-return]
+    nb = r.nbins
+    local = np.arange(nb, dtype=np.int64)
+    rf_slot = np.array([cache.slot(m) for m in r.rf_names], dtype=np.int64)
+    hs_slot = np.array([cache.slot(m) for m in r.hs_names], dtype=np.int64)
+    cf_slot = np.array([cache.slot(m) for m, _ in r.cf], dtype=np.int64)
+    out = (
+        local,
+        rf_slot,
+        hs_slot,
+        np.tile(local, len(r.hs_names)),
+        cf_slot,
+        np.tile(local, len(r.cf)),
+    )
+    r.arrays = (cache, out)
+    return out
+
+
+def _firsts(rows: Sequence[_Row]) -> list[dict[str, tuple[str, str, int]]]:
+    """Per modifier type, the first (channel, sample, k) of each name in sorted rows."""
+    firsts: list[dict[str, tuple[str, str, int]]] = [{} for _ in MODIFIER_TYPES]
+    for r in rows:
+        for k, (mname, mtype, _) in enumerate(r.mods):
+            d = firsts[_GROUP[mtype]]
+            if mname not in d:
+                d[mname] = (r.channel, r.sample, k)
+    return firsts
+
+
+def _staterrors(rows: Sequence[_Row]) -> dict[str, list[tuple[_Row, np.ndarray]]]:
+    out: dict[str, list[tuple[_Row, np.ndarray]]] = {}
+    for r in rows:
+        for mname, mtype, payload in r.mods:
+            if mtype == "staterror":
+                out.setdefault(mname, []).append((r, payload))
+    return out
+
+
+def _base(rows: Sequence[_Row]) -> _Base:
+    rows = sorted(rows, key=lambda r: (r.channel, r.sample))
+    for r in rows:
+        r.base = True
+    return _Base(rows, _firsts(rows), _staterrors(rows))
+
+
+def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
+    _defaults(ps)
+    if ps.name in user:
+        _apply_config(ps, user[ps.name])
+    n = ps.n
+    if ps.kind in ("normfactor", "lumi", "normsys", "histosys"):
+        names = [ps.name]
+    else:
+        names = [f"{ps.name}[{i}]" for i in range(n)]
+    assert ps.inits is not None and ps.bounds is not None
+    if ps.constraint == "normal":
+        assert ps.auxdata is not None and ps.sigmas is not None
+        aux, scale, width = list(ps.auxdata), list(ps.sigmas), list(ps.sigmas)
+    elif ps.constraint == "poisson":
+        assert ps.factors is not None and ps.auxdata is not None
+        aux, scale = list(ps.auxdata), list(ps.factors)
+        width = list(1.0 / np.sqrt(np.asarray(ps.factors)))
+    else:
+        aux, scale, width = [], [], [1.0] * n
+    return _Block(
+        ps.kind, n, names, ps.inits, ps.bounds, ps.fixed, ps.constraint, aux, scale, width
+    )
+
+
+def _staterror_set(mname: str, carriers: Sequence[tuple[_Row, np.ndarray]]) -> _ParamSet:
+    """A staterror parameter: the combined relative uncertainty of the samples that carry
+    it, per bin (pyhf 0.7); bins with zero uncertainty are fixed at 1, width 1.
+
+    The samples carry it in one channel (the validation boundary refuses others), so its
+    components are the bins of that channel.
+    """
+    nb = carriers[0][0].nbins
+    nomsall = np.zeros(nb)
+    for r, _ in carriers:
+        nomsall += r.nom
+    rel2 = np.zeros(nb)
+    pos = nomsall > 0
+    safe = np.where(pos, nomsall, 1.0)
+    for _, unc in carriers:
+        rel2 += np.where(pos, (unc / safe) ** 2, 0.0)
+    sig = np.sqrt(rel2)
+    ps = _ParamSet(mname, "staterror", nb)
+    ps.fixed = [bool(s == 0) for s in sig]
+    ps.sigmas = [1.0 if s == 0 else float(s) for s in sig]
+    return ps
+
+
+def _shapesys_set(mname: str, r: _Row, payload: np.ndarray) -> _ParamSet:
+    """A shapesys parameter: Poisson constraint with ``tau = (nominal / uncertainty)^2``
+    per bin; bins with zero nominal or uncertainty are fixed."""
+    ps = _ParamSet(mname, "shapesys", r.nbins)
+    valid = (r.nom > 0) & (payload > 0)
+    fac = np.where(valid, r.nom**2 / np.where(valid, payload, 1.0) ** 2, 1.0)
+    ps.factors = [float(x) for x in fac]
+    ps.fixed = [not bool(v) for v in valid]
+    return ps
+
+
 def _assemble(
     channels: Sequence[str],
     nbins: Mapping[str, int],
@@ -348,8 +503,19 @@ def _assemble(
     measurement: Mapping[str, Any],
     settings: Mapping[str, int],
     source: str,
+    *,
+    cache: _Cache | None = None,
+    base: _Base | None = None,
 ) -> Model:
-    """Build a :class:`Model` from parsed rows (the one code path of compile and with_patch)."""
+    """Build a :class:`Model` from parsed rows: the one code path of compile and with_patch.
+
+    ``rows`` are the rows of the model; with ``base`` (the background's rows, all kept,
+    summarised once) ``rows`` are only the rows added to it (a signal patch), and the
+    background's part is not recomputed.  ``cache`` keeps per-row arrays and the
+    parameter blocks that depend on background rows only; the result does not depend on
+    what is cached.
+    """
+    cache = cache if cache is not None else _Cache()
     chans = tuple(sorted(channels))
     offset: dict[str, int] = {}
     o = 0
@@ -357,229 +523,170 @@ def _assemble(
         offset[c] = o
         o += nbins[c]
     n_bins = o
-    rows = sorted(rows, key=lambda r: (r.channel, r.sample))
+    extra = sorted(rows, key=lambda r: (r.channel, r.sample))
+    if base is None:
+        all_rows = extra
+        firsts = _firsts(all_rows)
+        staterr = _staterrors(all_rows)
+    else:
+        all_rows = sorted([*base.rows, *extra], key=lambda r: (r.channel, r.sample))
+        firsts = [dict(d) for d in base.firsts]
+        for r in extra:
+            for k, (mname, mtype, _) in enumerate(r.mods):
+                d = firsts[_GROUP[mtype]]
+                key = (r.channel, r.sample, k)
+                if mname not in d or key < d[mname]:
+                    d[mname] = key
+        staterr = {k: list(v) for k, v in base.staterror.items()}
+        for name, lst in _staterrors(extra).items():
+            merged = staterr.setdefault(name, [])
+            merged.extend(lst)
+            merged.sort(key=lambda t: (t[0].channel, t[0].sample))
 
-    # ---- parameter sets, in pyhf's order --------------------------------------------
-    groups: list[dict[str, _ParamSet]] = [{} for _ in MODIFIER_TYPES]
-    staterr_rows: dict[str, list[tuple[_Row, np.ndarray]]] = {}
-    carried: dict[tuple[str, str], dict[str, list[int]]] = {}  # (type, name) -> sample -> bins
-    for r in rows:
-        off = offset[r.channel]
-        for mname, mtype, payload in r.mods:
-            g = groups[_GROUP[mtype]]
-            if mtype == "staterror":
-                staterr_rows.setdefault(mname, []).append((r, payload))
-                carried.setdefault((mtype, mname), {}).setdefault(r.sample, []).extend(
-                    range(off, off + r.nbins)
-                )
-                continue
-            if mtype == "shapesys":
-                ps = _ParamSet(mname, mtype, r.nbins)
-                valid = (r.nom > 0) & (payload > 0)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    fac = np.where(valid, r.nom**2 / np.where(valid, payload, 1.0) ** 2, 1.0)
-                ps.factors = [float(x) for x in fac]
-                ps.fixed = [not bool(v) for v in valid]
-                g[mname] = ps
-                carried.setdefault((mtype, mname), {}).setdefault(r.sample, []).extend(
-                    range(off, off + r.nbins)
-                )
-                continue
-            if mname not in g:
-                n = r.nbins if mtype == "shapefactor" else 1
-                g[mname] = _ParamSet(mname, mtype, n)
-    # the components of a staterror / shapesys follow the bins of the last sample (in
-    # sorted order) that carries it, as pyhf's _reindex_access_field
-    masked = {key: sorted(by_sample[max(by_sample)]) for key, by_sample in carried.items()}
-    for mname, lst in sorted(staterr_rows.items()):
-        carriers = {r.sample for r, _ in lst}
-        bins = masked[("staterror", mname)]
-        nomsall = np.zeros(n_bins)
-        for r in rows:
-            if r.sample in carriers:
-                off = offset[r.channel]
-                nomsall[off : off + r.nbins] += r.nom
-        rel2 = np.zeros(n_bins)
-        for r, unc in lst:
-            off = offset[r.channel]
-            sl = slice(off, off + r.nbins)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel2[sl] += np.where(
-                    nomsall[sl] > 0, (unc / np.where(nomsall[sl] > 0, nomsall[sl], 1.0)) ** 2, 0.0
-                )
-        sig = np.sqrt(rel2[bins])
-        ps = _ParamSet(mname, "staterror", len(bins))
-        ps.fixed = [bool(s == 0) for s in sig]
-        ps.sigmas = [1.0 if s == 0 else float(s) for s in sig]
-        groups[_GROUP["staterror"]][mname] = ps
-
-    params: dict[str, _ParamSet] = {}
-    for g in groups:
-        for mname, ps in g.items():
-            if mname not in params:
-                params[mname] = ps
-
-    # ---- measurement settings ---------------------------------------------------------
+    # ---- parameters, in pyhf's order: by type, within a type by first appearance ------
     config = measurement.get("config", {}) if isinstance(measurement, Mapping) else {}
     mname_ = measurement.get("name") if isinstance(measurement, Mapping) else None
     poi = config.get("poi") if isinstance(config, Mapping) else None
     user = {p["name"]: p for p in config.get("parameters", [])}
+    shapesys_rows: dict[str, tuple[_Row, np.ndarray]] = {}
+    if firsts[_GROUP["shapesys"]]:
+        for r in all_rows:
+            for mname, mtype, payload in r.mods:
+                if mtype == "shapesys":
+                    shapesys_rows[mname] = (r, payload)
+    order: dict[str, tuple[str, tuple[Any, ...]]] = {}  # name -> (kind, block key)
+    for mtype, d in zip(MODIFIER_TYPES, firsts, strict=True):
+        names = sorted(d) if mtype == "staterror" else sorted(d, key=d.__getitem__)
+        for mname in names:
+            if mname in order:
+                continue
+            if mtype == "staterror":
+                carriers = staterr[mname]
+                dep: tuple[Any, ...] = tuple(r.uid for r, _ in carriers)
+                cacheable = all(r.base for r, _ in carriers)
+            elif mtype == "shapesys":
+                r = shapesys_rows[mname][0]
+                dep, cacheable = (r.uid,), r.base
+            elif mtype == "shapefactor":
+                ch, sm, _ = d[mname]
+                first = next(r for r in all_rows if r.channel == ch and r.sample == sm)
+                dep, cacheable = (first.nbins,), True
+            else:
+                dep, cacheable = (), True
+            order[mname] = (mtype, (mtype, mname, *dep) if cacheable else ())
+    blocks: dict[str, _Block] = {}
+    for mname, (mtype, key) in order.items():
+        blk = cache.blocks.get(key) if key else None
+        if blk is None:
+            if mtype == "staterror":
+                ps = _staterror_set(mname, staterr[mname])
+            elif mtype == "shapesys":
+                ps = _shapesys_set(mname, *shapesys_rows[mname])
+            elif mtype == "shapefactor":
+                ps = _ParamSet(mname, mtype, int(key[2]))  # one per bin of its first row
+            else:
+                ps = _ParamSet(mname, mtype, 1)
+            blk = _block(ps, user)
+            if key:
+                cache.blocks[key] = blk
+        blocks[mname] = blk
+
+    starts: dict[str, int] = {}
     start = 0
-    for name, ps in params.items():
-        _defaults(ps)
-        if name in user:
-            _apply_config(ps, user[name])
-        ps.start = start
-        start += ps.n
+    names_l: list[str] = []
+    init_l: list[float] = []
+    bounds_l: list[list[float]] = []
+    fixed_l: list[bool] = []
+    width_l: list[float] = []
+    aux_par_l: list[int] = []
+    aux_kind_l: list[int] = []
+    aux_scale_l: list[float] = []
+    auxdata_l: list[float] = []
+    for mname, blk in blocks.items():
+        starts[mname] = start
+        names_l.extend(blk.names)
+        init_l.extend(blk.inits)
+        bounds_l.extend(blk.bounds)
+        fixed_l.extend(blk.fixed)
+        width_l.extend(blk.width)
+        if blk.constraint is not None:
+            aux_par_l.extend(range(start, start + blk.n))
+            aux_kind_l.extend([0 if blk.constraint == "normal" else 1] * blk.n)
+            aux_scale_l.extend(blk.scale)
+            auxdata_l.extend(blk.auxdata)
+        start += blk.n
     n_pars = start
-
-    names: list[str] = []
-    init = np.empty(n_pars)
-    bounds = np.empty((n_pars, 2))
-    fixed = np.zeros(n_pars, dtype=bool)
-    aux_par: list[int] = []
-    aux_kind: list[int] = []
-    aux_scale: list[float] = []
-    auxdata: list[float] = []
-    width = np.ones(n_pars)
-    for name, ps in params.items():
-        sl = slice(ps.start, ps.start + ps.n)
-        if ps.kind in ("normfactor", "lumi", "normsys", "histosys"):
-            names.append(name)
-        else:
-            names.extend(f"{name}[{i}]" for i in range(ps.n))
-        init[sl] = ps.inits
-        bounds[sl] = ps.bounds
-        fixed[sl] = ps.fixed
-        if ps.constraint == "normal":
-            assert ps.auxdata is not None and ps.sigmas is not None
-            aux_par.extend(range(ps.start, ps.start + ps.n))
-            aux_kind.extend([0] * ps.n)
-            aux_scale.extend(ps.sigmas)
-            auxdata.extend(ps.auxdata)
-            width[sl] = ps.sigmas
-        elif ps.constraint == "poisson":
-            assert ps.factors is not None and ps.auxdata is not None
-            aux_par.extend(range(ps.start, ps.start + ps.n))
-            aux_kind.extend([1] * ps.n)
-            aux_scale.extend(ps.factors)
-            auxdata.extend(ps.auxdata)
-            width[sl] = 1.0 / np.sqrt(np.asarray(ps.factors))
-
     poi_index: int | None = None
     poi_name: str | None = None
-    if isinstance(poi, str) and poi in params:
-        ps = params[poi]
-        poi_name, poi_index = poi, ps.start
+    if isinstance(poi, str) and poi in starts:
+        poi_name, poi_index = poi, starts[poi]
 
-    # ---- flat entry arrays ----------------------------------------------------------------
-    nom_l: list[np.ndarray] = []
-    cell_bin_l: list[np.ndarray] = []
-    cell_row_l: list[np.ndarray] = []
-    rf_row_l: list[np.ndarray] = []
-    rf_par_l: list[np.ndarray] = []
-    rf_kind_l: list[np.ndarray] = []
-    rf_hi_l: list[np.ndarray] = []
-    rf_lo_l: list[np.ndarray] = []
-    rf_coef_l: list[np.ndarray] = []
-    hs_cell_l: list[np.ndarray] = []
-    hs_par_l: list[np.ndarray] = []
-    hs_up_l: list[np.ndarray] = []
-    hs_dn_l: list[np.ndarray] = []
-    cf_cell_l: list[np.ndarray] = []
-    cf_par_l: list[np.ndarray] = []
-    ns_code = settings["normsys"]
-    hs_code = settings["histosys"]
-    comp_cache: dict[tuple[str, str, str], np.ndarray] = {}
-    cell0 = 0
-    for ri, r in enumerate(rows):
-        nb = r.nbins
-        off = offset[r.channel]
-        local = np.arange(nb, dtype=np.int64)
-        cells = cell0 + local
-        nom_l.append(r.nom)
-        cell_bin_l.append(off + local)
-        cell_row_l.append(np.full(nb, ri, dtype=np.int64))
-        if r.rf_names:
-            nrf = len(r.rf_names)
-            rf_row_l.append(np.full(nrf, ri, dtype=np.int64))
-            rf_par_l.append(np.array([params[m].start for m in r.rf_names], dtype=np.int64))
-            rf_kind_l.append(np.where(r.rf_is_normsys, ns_code, 0).astype(np.int64))
-            rf_hi_l.append(r.rf_hi)
-            rf_lo_l.append(r.rf_lo)
-            rf_coef_l.append(r.rf_coef)
-        if r.hs_names:
-            k = len(r.hs_names)
-            hs_cell_l.append(np.tile(cells, k))
-            hs_par_l.append(
-                np.repeat(np.array([params[m].start for m in r.hs_names], dtype=np.int64), nb)
-            )
-            hs_up_l.append(r.hs_up)
-            hs_dn_l.append(r.hs_dn)
-        for mname, mtype in r.cf:
-            ps = params[mname]
-            if mtype == "shapefactor":
-                comp = local
-            else:
-                key = (mtype, mname, r.channel)
-                comp_c = comp_cache.get(key)
-                if comp_c is None:
-                    mb = masked[(mtype, mname)]
-                    pos = {b: i for i, b in enumerate(mb)}
-                    comp_c = np.array([pos[off + j] for j in range(nb)], dtype=np.int64)
-                    comp_cache[key] = comp_c
-                comp = comp_c
-            cf_cell_l.append(cells)
-            cf_par_l.append(ps.start + comp)
-        cell0 += nb
+    # ---- flat entry arrays, rows in (channel, sample) order ----------------------------
+    per_row = [_row_arrays(r, cache) for r in all_rows]  # may add slots
+    by_slot = np.zeros(len(cache.slots), dtype=np.int64)
+    for mname, s0 in starts.items():
+        slot = cache.slots.get(mname)
+        if slot is not None:
+            by_slot[slot] = s0
+    n_rows = len(all_rows)
+    nb_r = np.array([r.nbins for r in all_rows], dtype=np.int64)
+    nrf_r = np.array([len(r.rf_names) for r in all_rows], dtype=np.int64)
+    nhs_r = np.array([len(r.hs_names) for r in all_rows], dtype=np.int64)
+    ncf_r = np.array([len(r.cf) for r in all_rows], dtype=np.int64)
+    cell0 = np.concatenate([[0], np.cumsum(nb_r)[:-1]]) if n_rows else np.zeros(0, np.int64)
+    off_r = np.array([offset[r.channel] for r in all_rows], dtype=np.int64)
+    row_ids = np.arange(n_rows, dtype=np.int64)
 
-    def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    def cat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
         if not parts:
-            return np.zeros(0, dtype=dtype)
+            return np.zeros((0, *shape), dtype=dtype)
         return np.ascontiguousarray(np.concatenate(parts), dtype=dtype)
 
-    n_hs = sum(len(x) for x in hs_cell_l)
+    local = cat([a[0] for a in per_row], np.int64)
+    rf_slot = cat([a[1] for a in per_row], np.int64)
+    hs_slot = cat([a[2] for a in per_row], np.int64)
+    hs_local = cat([a[3] for a in per_row], np.int64)
+    cf_slot = cat([a[4] for a in per_row], np.int64)
+    cf_local = cat([a[5] for a in per_row], np.int64)
+    rf_ns = cat([r.rf_is_normsys for r in all_rows], bool)
+    n_hs = int(hs_local.shape[0])
     cm = CompiledModel(
-        nom=cat(nom_l, np.float64),
-        cell_bin=cat(cell_bin_l, np.int64),
-        cell_row=cat(cell_row_l, np.int64),
+        nom=cat([r.nom for r in all_rows], np.float64),
+        cell_bin=as_i8(local + np.repeat(off_r, nb_r)),
+        cell_row=as_i8(np.repeat(row_ids, nb_r)),
         n_bins=int(n_bins),
-        n_rows=len(rows),
-        rf_row=cat(rf_row_l, np.int64),
-        rf_par=cat(rf_par_l, np.int64),
-        rf_kind=cat(rf_kind_l, np.int64),
-        rf_hi=cat(rf_hi_l, np.float64),
-        rf_lo=cat(rf_lo_l, np.float64),
-        rf_coef=(
-            np.ascontiguousarray(np.concatenate(rf_coef_l), dtype=np.float64)
-            if rf_coef_l
-            else np.zeros((0, 6))
-        ),
-        cf_cell=cat(cf_cell_l, np.int64),
-        cf_par=cat(cf_par_l, np.int64),
-        hs_cell=cat(hs_cell_l, np.int64),
-        hs_par=cat(hs_par_l, np.int64),
-        hs_up=cat(hs_up_l, np.float64),
-        hs_dn=cat(hs_dn_l, np.float64),
-        hs_kind=np.full(n_hs, hs_code, dtype=np.int64),
-        aux_par=as_i8(aux_par),
-        aux_kind=as_i8(aux_kind),
-        aux_scale=as_f8(aux_scale),
+        n_rows=n_rows,
+        rf_row=as_i8(np.repeat(row_ids, nrf_r)),
+        rf_par=as_i8(by_slot[rf_slot]),
+        rf_kind=as_i8(np.where(rf_ns, settings["normsys"], 0)),
+        rf_hi=cat([r.rf_hi for r in all_rows], np.float64),
+        rf_lo=cat([r.rf_lo for r in all_rows], np.float64),
+        rf_coef=cat([r.rf_coef for r in all_rows], np.float64, (6,)),
+        cf_cell=as_i8(cf_local + np.repeat(cell0, ncf_r * nb_r)),
+        cf_par=as_i8(np.repeat(by_slot[cf_slot], np.repeat(nb_r, ncf_r)) + cf_local),
+        hs_cell=as_i8(hs_local + np.repeat(cell0, nhs_r * nb_r)),
+        hs_par=as_i8(np.repeat(by_slot[hs_slot], np.repeat(nb_r, nhs_r))),
+        hs_up=cat([r.hs_up for r in all_rows], np.float64),
+        hs_dn=cat([r.hs_dn for r in all_rows], np.float64),
+        hs_kind=np.full(n_hs, settings["histosys"], dtype=np.int64),
+        aux_par=as_i8(aux_par_l),
+        aux_kind=as_i8(aux_kind_l),
+        aux_scale=as_f8(aux_scale_l),
     )
     data = np.concatenate([observations[c] for c in chans]) if chans else np.zeros(0)
     return Model(
         cm,
-        parameter_names=tuple(names),
+        parameter_names=tuple(names_l),
         poi_name=poi_name,
         poi_index=poi_index,
-        init=init,
-        bounds=bounds,
-        fixed=fixed,
+        init=as_f8(init_l) if n_pars else np.zeros(0),
+        bounds=as_f8(bounds_l) if n_pars else np.zeros((0, 2)),
+        fixed=np.array(fixed_l, dtype=bool),
         channels=chans,
         channel_nbins={c: int(nbins[c]) for c in chans},
         data=as_f8(data),
-        auxdata=as_f8(auxdata),
-        widths=width,
+        auxdata=as_f8(auxdata_l),
+        widths=as_f8(width_l),
         measurement=str(mname_) if mname_ is not None else None,
     )
 
@@ -859,16 +966,27 @@ class Background:
         self._parsed = _parse_channels(bkgonly_spec)
         # the validation boundary's view of this background, for the patches
         self._target = PatchTarget(bkgonly_spec)
+        # the background's rows summarised once; the cache keeps their arrays and the
+        # parameter blocks that only background rows determine
+        self._base = _base([r for rs in self._parsed.rows for r in rs])
+        self._cache = _Cache()
 
     def __repr__(self) -> str:
         return f"<likelihood.Background {len(self._parsed.names)} channels>"
 
     def compile(self) -> Model:
         """The background-only model itself (usually without POI)."""
-        rows = [r for rs in self._parsed.rows for r in rs]
         p = self._parsed
         return _assemble(
-            p.names, p.nbins, p.observations, rows, self._measurement, self._settings, "workspace"
+            p.names,
+            p.nbins,
+            p.observations,
+            [],
+            self._measurement,
+            self._settings,
+            "workspace",
+            cache=self._cache,
+            base=self._base,
         )
 
     def with_patch(
@@ -914,18 +1032,34 @@ class Background:
         return model
 
     def _assemble_plan(self, plan: PatchPlan, name: str | None) -> Model:
+        """The model of an accepted add-samples / remove-channels patch: only the signal
+        rows are parsed; without removed channels the background's part is reused."""
         p = self._parsed
-        extra: dict[int, list[_Row]] = {}
-        for a in plan.added:
-            cname = p.names[a.channel]
-            extra.setdefault(a.channel, []).append(
-                _Row(cname, a.sample, p.nbins[cname], f"operation {a.op} /value")
+        added = [
+            _Row(p.names[a.channel], a.sample, p.nbins[p.names[a.channel]], f"operation {a.op}")
+            for a in plan.added
+        ]
+        if not plan.removed:
+            return _assemble(
+                p.names,
+                p.nbins,
+                p.observations,
+                added,
+                self._measurement,
+                self._settings,
+                "workspace",
+                cache=self._cache,
+                base=self._base,
             )
-        rows: list[_Row] = []
-        for ci in sorted(plan.kept):
-            rows.extend(p.rows[ci])
-            rows.extend(extra.get(ci, ()))
-        names = [p.names[ci] for ci in sorted(plan.kept)]
+        kept = sorted(plan.kept)
+        rows = [r for ci in kept for r in p.rows[ci]] + added
         return _assemble(
-            names, p.nbins, p.observations, rows, self._measurement, self._settings, "workspace"
+            [p.names[ci] for ci in kept],
+            p.nbins,
+            p.observations,
+            rows,
+            self._measurement,
+            self._settings,
+            "workspace",
+            cache=self._cache,
         )

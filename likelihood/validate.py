@@ -1294,30 +1294,25 @@ def validate_patchset(
 # the fast path of patches applied to one background
 
 
-def _fast_finite_nonneg(seq: Any, n: int) -> bool:
-    if type(seq) is not list or len(seq) != n:
-        return False
-    for x in seq:
-        t = type(x)
-        if t is float:
-            if not 0.0 <= x < math.inf:
-                return False
-        elif t is not int or x < 0:
-            return False
-    return True
+_NUMBER_TYPES = frozenset({float, int})
 
 
 def _fast_finite_list(seq: Any, n: int) -> bool:
-    if type(seq) is not list or len(seq) != n:
+    """True only if ``seq`` is a list of ``n`` finite JSON numbers (no bool, no str).
+
+    The sum is finite only if every item is (a huge but finite sum that overflows only
+    makes the answer a conservative False)."""
+    if type(seq) is not list or len(seq) != n or not set(map(type, seq)) <= _NUMBER_TYPES:
         return False
-    for x in seq:
-        t = type(x)
-        if t is float:
-            if x - x != 0.0:
-                return False
-        elif t is not int:
-            return False
-    return True
+    try:
+        return math.isfinite(sum(seq))
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def _fast_finite_nonneg(seq: Any, n: int) -> bool:
+    """As :func:`_fast_finite_list`, and every item >= 0."""
+    return _fast_finite_list(seq, n) and min(seq) >= 0
 
 
 def _fast_positive(x: Any) -> bool:
