@@ -148,11 +148,15 @@ def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Polynomial coefficients of pyhf's code4, shape (k, 6), for factors ``hi``, ``lo`` (k,)."""
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # absurd but finite factors (1e308) overflow to inf coefficients: the fits then
+    # report the point as failed, without a numpy warning
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         lhi = np.where(hi > 0, np.log(np.where(hi > 0, hi, 1.0)), np.nan)
         llo = np.where(lo > 0, np.log(np.where(lo > 0, lo, 1.0)), np.nan)
-    b = np.stack([hi - 1.0, lo - 1.0, lhi * hi, -llo * lo, lhi * lhi * hi, llo * llo * lo], axis=1)
-    return np.ascontiguousarray(b @ _A_INV.T)
+        b = np.stack(
+            [hi - 1.0, lo - 1.0, lhi * hi, -llo * lo, lhi * lhi * hi, llo * llo * lo], axis=1
+        )
+        return np.ascontiguousarray(b @ _A_INV.T)
 
 
 # ---------------------------------------------------------------------------------------
@@ -470,13 +474,14 @@ def _staterror_set(mname: str, carriers: Sequence[tuple[_Row, np.ndarray]]) -> _
     """
     nb = carriers[0][0].nbins
     nomsall = np.zeros(nb)
-    for r, _ in carriers:
-        nomsall += r.nom
     rel2 = np.zeros(nb)
-    pos = nomsall > 0
-    safe = np.where(pos, nomsall, 1.0)
-    for _, unc in carriers:
-        rel2 += np.where(pos, (unc / safe) ** 2, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd (1e308) inputs: inf, no warning
+        for r, _ in carriers:
+            nomsall += r.nom
+        pos = nomsall > 0
+        safe = np.where(pos, nomsall, 1.0)
+        for _, unc in carriers:
+            rel2 += np.where(pos, (unc / safe) ** 2, 0.0)
     sig = np.sqrt(rel2)
     ps = _ParamSet(mname, "staterror", nb)
     ps.fixed = [bool(s == 0) for s in sig]
@@ -489,7 +494,8 @@ def _shapesys_set(mname: str, r: _Row, payload: np.ndarray) -> _ParamSet:
     per bin; bins with zero nominal or uncertainty are fixed."""
     ps = _ParamSet(mname, "shapesys", r.nbins)
     valid = (r.nom > 0) & (payload > 0)
-    fac = np.where(valid, r.nom**2 / np.where(valid, payload, 1.0) ** 2, 1.0)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        fac = np.where(valid, r.nom**2 / np.where(valid, payload, 1.0) ** 2, 1.0)
     ps.factors = [float(x) for x in fac]
     ps.fixed = [not bool(v) for v in valid]
     return ps

@@ -230,10 +230,14 @@ _MD5 = re.compile(r"^[a-fA-F0-9]{32}$")
 _HEPDATA = re.compile(r"^ins[0-9]{7}$")
 
 
+# an integer beyond this does not fit a float64: as good as infinite
+_FLOAT_MAX = 1.7976931348623157e308
+
+
 def _fast_number(x: Any) -> bool:
     if isinstance(x, float):
         return math.isfinite(x)
-    return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, int) and not isinstance(x, bool) and -_FLOAT_MAX <= x <= _FLOAT_MAX
 
 
 def _fast_numbers(seq: Any) -> bool:
@@ -243,7 +247,7 @@ def _fast_numbers(seq: Any) -> bool:
         if isinstance(x, float):
             if not math.isfinite(x):
                 return False
-        elif not isinstance(x, int) or isinstance(x, bool):
+        elif not isinstance(x, int) or isinstance(x, bool) or not -_FLOAT_MAX <= x <= _FLOAT_MAX:
             return False
     return True
 
@@ -379,7 +383,7 @@ def _fast_finite_json(obj: Any) -> bool:
     if isinstance(obj, float):
         return math.isfinite(obj)
     if isinstance(obj, int):
-        return True
+        return -_FLOAT_MAX <= obj <= _FLOAT_MAX
     if isinstance(obj, list):
         return all(_fast_finite_json(x) for x in obj)
     if isinstance(obj, dict):
@@ -522,9 +526,13 @@ class _Problems:
 
 
 def _non_finite(obj: Any, parts: list[str | int]) -> Iterator[tuple[list[str | int], float]]:
-    """Yield (path, value) of every NaN or infinite float anywhere in a JSON document."""
+    """Yield (path, value) of every NaN or infinite number anywhere in a JSON document
+    (an integer too large for a float64 counts as infinite)."""
     if isinstance(obj, float):
         if not math.isfinite(obj):
+            yield list(parts), obj
+    elif isinstance(obj, int) and not isinstance(obj, bool):
+        if not -_FLOAT_MAX <= obj <= _FLOAT_MAX:
             yield list(parts), obj
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
@@ -542,7 +550,7 @@ def _check_finite(doc: Any, problems: _Problems, prefix: Sequence[str | int] = (
     for parts, value in _non_finite(doc, list(prefix)):
         problems.add(
             parts,
-            f"non-finite number {value!r}; every yield, uncertainty and setting must be "
+            f"non-finite number {_short(value, 40)}; every yield, uncertainty and setting must be "
             "a finite number (regenerate the file without NaN/inf)",
         )
 
@@ -1300,14 +1308,16 @@ _NUMBER_TYPES = frozenset({float, int})
 def _fast_finite_list(seq: Any, n: int) -> bool:
     """True only if ``seq`` is a list of ``n`` finite JSON numbers (no bool, no str).
 
-    The sum is finite only if every item is (a huge but finite sum that overflows only
-    makes the answer a conservative False)."""
-    if type(seq) is not list or len(seq) != n or not set(map(type, seq)) <= _NUMBER_TYPES:
+    With every item a float64, the sum is finite only if every item is (a huge but
+    finite sum that overflows only makes the answer a conservative False)."""
+    if type(seq) is not list or len(seq) != n:
         return False
-    try:
-        return math.isfinite(sum(seq))
-    except OverflowError:  # an integer beyond the float range
+    types = set(map(type, seq))
+    if not types <= _NUMBER_TYPES:
         return False
+    if int in types and not all(-_FLOAT_MAX <= x <= _FLOAT_MAX for x in seq):
+        return False
+    return math.isfinite(sum(seq))
 
 
 def _fast_finite_nonneg(seq: Any, n: int) -> bool:
@@ -1317,7 +1327,7 @@ def _fast_finite_nonneg(seq: Any, n: int) -> bool:
 
 def _fast_positive(x: Any) -> bool:
     t = type(x)
-    return (t is float or t is int) and 0 < x < math.inf
+    return (t is float or t is int) and 0 < x <= _FLOAT_MAX
 
 
 def _fast_added_sample(
@@ -1461,6 +1471,34 @@ class PatchTarget:
         self._names = [c["name"] for c in channels]
         self._nbins = [obs.get(c["name"], 0) for c in channels]
         self._samples = [[s["name"] for s in c["samples"]] for c in channels]
+        # per channel: the parameters its modifiers declare (types, size)
+        self._by_channel: list[dict[str, tuple[frozenset[str], int]]] = []
+        for c, nb in zip(channels, self._nbins, strict=True):
+            found: dict[str, set[str]] = {}
+            for sample in c["samples"]:
+                for m in sample["modifiers"]:
+                    found.setdefault(m["name"], set()).add(m["type"])
+            self._by_channel.append(
+                {
+                    name: (frozenset(types), nb if types & _VECTOR_TYPES else 1)
+                    for name, types in found.items()
+                }
+            )
+
+    def _kept_params(self, kept: Sequence[int]) -> dict[str, _Param]:
+        """The parameters of the background restricted to the channels ``kept``."""
+        out: dict[str, _Param] = {}
+        for ci in kept:
+            cname = self._names[ci]
+            for name, (types, size) in self._by_channel[ci].items():
+                info = out.get(name)
+                if info is None:
+                    info = out[name] = _Param("", size, [], cname)
+                    info.types = set(types)
+                else:
+                    info.types |= types
+                    info.channels.add(cname)
+        return out
 
     def plan(self, patch_ops: Any) -> PatchPlan | None:
         """The effect of a valid add-samples / remove-channels patch, or ``None``.
@@ -1511,25 +1549,18 @@ class PatchTarget:
             return None
         kept = set(current)
         plan = PatchPlan(tuple(current), tuple(a for a in added if a.channel in kept), removed)
-        if removed:
-            # parameters of removed channels disappear: check the patched workspace's
-            # semantics in full (the schema holds if the background's and each sample's do)
-            if not all(_fast_sample(a.sample) for a in plan.added):
-                return None
-            spec = self._apply(plan, patch_ops)
-            problems = _Problems("", InvalidWorkspace, quiet=True)
-            params = _check_channels(spec, problems)
-            _check_measurements(spec, params, problems, require_poi=False, measurement=None)
-            return None if problems.items else plan
+        # the parameters of the kept channels (removing channels only drops parameters
+        # and types: it cannot make a valid background invalid)
+        params = self._kept_params(plan.kept) if removed else self._params
         changed: dict[str, tuple[set[str], int, set[str]]] = {}
         for a in plan.added:
             if not _fast_added_sample(
-                a.sample, self._names[a.channel], self._nbins[a.channel], self._params, changed
+                a.sample, self._names[a.channel], self._nbins[a.channel], params, changed
             ):
                 return None
         if changed:
             # the measurement settings of the parameters the patch adds or changes
-            params = dict(self._params)
+            params = dict(params)
             for pname, (types, size, channels) in changed.items():
                 info = params[pname].copy() if pname in params else _Param("", size, [], "")
                 info.types, info.size, info.channels = set(types), size, set(channels)

@@ -463,3 +463,92 @@ def test_scan_1lbb_negative_yield_and_bad_normsys_are_invalid_patch(shared_hepda
     assert f"/modifiers/{j}/data/lo" in rows["normsys_lo"]["message"]
     assert "-1.0" in rows["normsys_lo"]["message"]
     assert all(math.isnan(r["cls_obs"]) for r in rows.values())
+
+
+def _mutations(rng: Any, patch: list[Any]) -> Any:
+    """A random small corruption of a good patch (values, keys, lengths, paths, types)."""
+    patch = copy.deepcopy(patch)
+    op = rng.choice(patch)
+    sample = op["value"]
+    choice = rng.randrange(12)
+    bad_numbers = [-1.0, -1e-9, 0.0, math.nan, math.inf, "1", True, None, 10**400, 1e308]
+    if choice == 0:
+        sample["data"][rng.randrange(len(sample["data"]))] = rng.choice(bad_numbers)
+    elif choice == 1:
+        sample["data"].append(1.0) if rng.random() < 0.5 else sample["data"].pop()
+    elif choice == 2:
+        m = rng.choice([m for m in sample["modifiers"] if m["type"] == "normsys"])
+        m["data"][rng.choice(["hi", "lo"])] = rng.choice(bad_numbers)
+    elif choice == 3:
+        m = rng.choice([m for m in sample["modifiers"] if m["type"] == "histosys"])
+        key = rng.choice(["hi_data", "lo_data"])
+        m["data"][key] = m["data"][key][:-1] if rng.random() < 0.5 else m["data"][key] + [1.0]
+    elif choice == 4:
+        m = rng.choice(sample["modifiers"])
+        m["type"] = rng.choice(
+            [
+                "normfactor",
+                "lumi",
+                "normsys",
+                "histosys",
+                "shapesys",
+                "shapefactor",
+                "staterror",
+                "x",
+            ]
+        )
+    elif choice == 5:
+        m = rng.choice(sample["modifiers"])
+        m["name"] = rng.choice(
+            ["mu_tt", "jes", "jer", "lumi", "staterror_CR", "shape_SR_ttbar", ""]
+        )
+    elif choice == 6:
+        sample["modifiers"].append(copy.deepcopy(rng.choice(sample["modifiers"])))
+    elif choice == 7:
+        del sample[rng.choice(["name", "data", "modifiers"])]
+    elif choice == 8:
+        sample["name"] = rng.choice(["ttbar", "wjets", "signal", "", 3])
+    elif choice == 9:
+        op["path"] = rng.choice(
+            [
+                "/channels/2/samples/-",
+                "/channels/0/samples/3",
+                "/channels/01/samples/-",
+                "/channels/1",
+            ]
+        )
+    elif choice == 10:
+        patch.insert(
+            rng.randrange(len(patch) + 1), {"op": "remove", "path": f"/channels/{rng.randrange(3)}"}
+        )
+    else:
+        m = rng.choice([m for m in sample["modifiers"] if m["type"] == "staterror"])
+        m["data"][rng.randrange(len(m["data"]))] = rng.choice(bad_numbers)
+    return patch
+
+
+def test_fast_path_agrees_with_the_reference_on_random_corruptions() -> None:
+    """with_patch accepts exactly what compile(apply_patch) accepts, gives the same model,
+    and rejects with the same exception and message, on random corruptions."""
+    import random
+
+    rng = random.Random(11)
+    bkg = background()
+    bg = likelihood.Background(bkg)
+    good = [add(signal()), add(signal("CR", [3.0, 1.0]), "/channels/1/samples/0")]
+    outcomes = {"accepted": 0, "rejected": 0}
+    for _ in range(400):
+        patch = _mutations(rng, good)
+        try:
+            full = likelihood.compile(likelihood.apply_patch(bkg, patch, source=NAME))
+        except InvalidSpecification as ref:
+            err = _raised(lambda patch=patch: bg.with_patch(patch, name=NAME))
+            _exact(err, ref)
+            outcomes["rejected"] += 1
+            continue
+        fast = bg.with_patch(patch, name=NAME)
+        assert fast.parameter_names == full.parameter_names
+        for a, b in zip(fast.compiled, full.compiled, strict=True):
+            assert np.array_equal(a, b, equal_nan=True)
+        outcomes["accepted"] += 1
+    assert outcomes["accepted"] > 20 and outcomes["rejected"] > 200, outcomes
