@@ -23,9 +23,8 @@ the patched workspace.  Both paths give identical models.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -40,8 +39,9 @@ from likelihood._codes import (
     RF_LINEAR,
     UNCONSTRAINED_TYPES,
 )
-from likelihood.errors import InvalidModifierSettings, InvalidPatch, InvalidWorkspace
+from likelihood.errors import InvalidModifierSettings
 from likelihood.spec import apply_patch, get_measurement
+from likelihood.validate import PatchPlan, PatchTarget, validate_workspace
 
 __all__ = [
     "compile",
@@ -156,18 +156,29 @@ def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Polynomial coefficients of pyhf's code4, shape (k, 6), for factors ``hi``, ``lo`` (k,)."""
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # absurd but finite factors (1e308) overflow to inf coefficients: the fits then
+    # report the point as failed, without a numpy warning
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         lhi = np.where(hi > 0, np.log(np.where(hi > 0, hi, 1.0)), np.nan)
         llo = np.where(lo > 0, np.log(np.where(lo > 0, lo, 1.0)), np.nan)
-    b = np.stack([hi - 1.0, lo - 1.0, lhi * hi, -llo * lo, lhi * lhi * hi, llo * llo * lo], axis=1)
-    return np.ascontiguousarray(b @ _A_INV.T)
+        b = np.stack(
+            [hi - 1.0, lo - 1.0, lhi * hi, -llo * lo, lhi * lhi * hi, llo * llo * lo], axis=1
+        )
+        return np.ascontiguousarray(b @ _A_INV.T)
 
 
 # ---------------------------------------------------------------------------------------
 # rows: one sample in one channel, parsed once
 # ---------------------------------------------------------------------------------------
+_ROW_IDS = itertools.count()
+
+
 class _Row:
-    """A sample of a channel, parsed from JSON into arrays (cached by :class:`Background`)."""
+    """A sample of a channel, parsed from (validated) JSON into arrays.
+
+    The JSON has passed the validation boundary (:mod:`likelihood.validate`): types,
+    bin counts, finite numbers and the other rules are not checked again here.
+    """
 
     __slots__ = (
         "channel",
@@ -185,118 +196,75 @@ class _Row:
         "hs_dn",
         "cf",
         "where",
+        "uid",
+        "base",
+        "arrays",
     )
 
     def __init__(self, channel: str, sample: Mapping[str, Any], nbins: int, where: str) -> None:
         self.channel = channel
         self.where = where
-        if not isinstance(sample, Mapping):
-            raise InvalidWorkspace(f"{where}: a sample is an object, got {sample!r:.100}")
-        name = sample.get("name")
-        if not isinstance(name, str):
-            raise InvalidWorkspace(f"{where}/name: sample name must be a string, got {name!r}")
-        self.sample = name
-        self.nom = _numbers(sample.get("data"), f"{where}/data", nbins, nonneg=False)
+        self.uid = next(_ROW_IDS)
+        self.base = False  # one of a Background's own rows (cacheable)
+        self.arrays: Any = None  # (cache, per-row index arrays) of _row_arrays
+        self.sample = sample["name"]
+        nom = np.array(sample["data"], dtype=np.float64)
+        self.nom = nom
         self.nbins = nbins
-        mods = sample.get("modifiers", [])
-        if not isinstance(mods, list):
-            raise InvalidWorkspace(f"{where}/modifiers: must be a list, got {mods!r:.100}")
-        parsed: list[tuple[str, str, Any]] = []
-        for k, m in enumerate(mods):
-            mw = f"{where}/modifiers/{k}"
-            if not isinstance(m, Mapping):
-                raise InvalidWorkspace(f"{mw}: a modifier is an object, got {m!r:.100}")
-            mname, mtype, data = m.get("name"), m.get("type"), m.get("data")
-            if not isinstance(mname, str):
-                raise InvalidWorkspace(f"{mw}/name: modifier name must be a string, got {mname!r}")
-            if mtype not in _GROUP:
-                raise InvalidWorkspace(
-                    f"{mw}/type: unknown modifier type {mtype!r} (modifier {mname!r}); "
-                    f"known types: {', '.join(MODIFIER_TYPES)}"
-                )
-            if mtype == "normsys":
-                if not isinstance(data, Mapping):
-                    raise InvalidWorkspace(
-                        f"{mw}/data: normsys needs {{'hi': .., 'lo': ..}}, got {data!r:.100}"
-                    )
-                hi = _number(data.get("hi"), f"{mw}/data/hi")
-                lo = _number(data.get("lo"), f"{mw}/data/lo")
-                payload: Any = (hi, lo)
-            elif mtype == "histosys":
-                if not isinstance(data, Mapping):
-                    raise InvalidWorkspace(
-                        f"{mw}/data: histosys needs {{'hi_data': [..], 'lo_data': [..]}}, got {data!r:.100}"
-                    )
-                payload = (
-                    _numbers(data.get("hi_data"), f"{mw}/data/hi_data", nbins, nonneg=False),
-                    _numbers(data.get("lo_data"), f"{mw}/data/lo_data", nbins, nonneg=False),
-                )
-            elif mtype in ("shapesys", "staterror"):
-                payload = _numbers(data, f"{mw}/data", nbins, nonneg=True)
-            else:
-                payload = None
-            parsed.append((mname, mtype, payload))
         # pyhf walks the modifiers of a sample sorted by (name, type); a duplicate
         # (name, type) in one sample keeps the last one, as pyhf's dictionary does
         uniq: dict[tuple[str, str], Any] = {}
-        for mname, mtype, payload in parsed:
-            uniq[(mname, mtype)] = payload
-        self.mods = [(n, t, uniq[(n, t)]) for (n, t) in sorted(uniq)]
-        rf: list[tuple[str, bool, float, float]] = []
-        hs: list[tuple[str, np.ndarray, np.ndarray]] = []
+        for m in sample["modifiers"]:
+            uniq[(m["name"], m["type"])] = m["data"]
+        keys = sorted(uniq)
+        self.mods: list[tuple[str, str, Any]] = []
+        rf_names: list[str] = []
+        rf_ns: list[bool] = []
+        rf_hi: list[float] = []
+        rf_lo: list[float] = []
+        hs_names: list[str] = []
+        hs_hi: list[Any] = []
+        hs_lo: list[Any] = []
         self.cf: list[tuple[str, str]] = []
-        for mname, mtype, payload in self.mods:
-            if mtype in ("normfactor", "lumi"):
-                rf.append((mname, False, 1.0, 1.0))
-            elif mtype == "normsys":
-                rf.append((mname, True, payload[0], payload[1]))
+        for mname, mtype in keys:
+            data = uniq[(mname, mtype)]
+            if mtype == "normsys":
+                payload: Any = (float(data["hi"]), float(data["lo"]))
+                rf_names.append(mname)
+                rf_ns.append(True)
+                rf_hi.append(payload[0])
+                rf_lo.append(payload[1])
             elif mtype == "histosys":
-                hi, lo = payload
-                hs.append((mname, hi - self.nom, self.nom - lo))
+                payload = None
+                hs_names.append(mname)
+                hs_hi.append(data["hi_data"])
+                hs_lo.append(data["lo_data"])
+            elif mtype in ("normfactor", "lumi"):
+                payload = None
+                rf_names.append(mname)
+                rf_ns.append(False)
+                rf_hi.append(1.0)
+                rf_lo.append(1.0)
             else:
+                payload = np.array(data, dtype=np.float64) if data is not None else None
                 self.cf.append((mname, mtype))
-        self.rf_names = [x[0] for x in rf]
-        self.rf_is_normsys = np.array([x[1] for x in rf], dtype=bool)
-        self.rf_hi = np.array([x[2] for x in rf], dtype=np.float64)
-        self.rf_lo = np.array([x[3] for x in rf], dtype=np.float64)
+            self.mods.append((mname, mtype, payload))
+        self.rf_names = rf_names
+        self.rf_is_normsys = np.array(rf_ns, dtype=bool)
+        self.rf_hi = np.array(rf_hi, dtype=np.float64)
+        self.rf_lo = np.array(rf_lo, dtype=np.float64)
         self.rf_coef = _code4_coefficients(self.rf_hi, self.rf_lo)
         self.rf_coef[~self.rf_is_normsys] = 0.0
-        self.hs_names = [x[0] for x in hs]
-        self.hs_up = np.concatenate([x[1] for x in hs]) if hs else np.zeros(0)
-        self.hs_dn = np.concatenate([x[2] for x in hs]) if hs else np.zeros(0)
-
-
-def _number(x: Any, where: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise InvalidWorkspace(f"{where}: expected a number, got {x!r:.100}")
-    v = float(x)
-    if not math.isfinite(v):
-        raise InvalidWorkspace(f"{where}: expected a finite number, got {x!r}")
-    return v
-
-
-def _numbers(x: Any, where: str, n: int, *, nonneg: bool) -> np.ndarray:
-    if not isinstance(x, (list, tuple)):
-        raise InvalidWorkspace(f"{where}: expected a list of {n} numbers, got {x!r:.100}")
-    if len(x) != n:
-        raise InvalidWorkspace(
-            f"{where}: expected {n} numbers (one per bin of the channel), got {len(x)}"
-        )
-    # plain-Python checks: the lists are short, and this runs for every modifier of a patch
-    for v in x:
-        t = type(v)
-        if t is float:
-            if v - v != 0.0:  # nan or +-inf
-                raise InvalidWorkspace(f"{where}: non-finite value {v!r} in {x!r:.100}")
-        elif t is not int and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise InvalidWorkspace(f"{where}: expected numbers, got {v!r} in {x!r:.100}")
-        elif t is not int and not math.isfinite(v):
-            raise InvalidWorkspace(f"{where}: non-finite value {v!r} in {x!r:.100}")
-        if nonneg and v < 0:
-            raise InvalidWorkspace(
-                f"{where}: negative value {v!r} in {x!r:.100}; uncertainties are >= 0"
-            )
-    return np.array(x, dtype=np.float64)
+        self.hs_names = hs_names
+        if hs_names:
+            hi = np.array(hs_hi, dtype=np.float64).reshape(-1)
+            lo = np.array(hs_lo, dtype=np.float64).reshape(-1)
+            tiled = np.tile(nom, len(hs_names))
+            self.hs_up = hi - tiled
+            self.hs_dn = tiled - lo
+        else:
+            self.hs_up = np.zeros(0)
+            self.hs_dn = np.zeros(0)
 
 
 class _Channels(NamedTuple):
@@ -307,54 +275,23 @@ class _Channels(NamedTuple):
 
 
 def _parse_channels(spec: Mapping[str, Any]) -> _Channels:
-    channels = spec.get("channels")
-    if not isinstance(channels, list) or not channels:
-        raise InvalidWorkspace("/channels: a workspace needs a non-empty list of channels")
+    """Rows and observations of a (validated) workspace."""
     names: list[str] = []
     nbins: dict[str, int] = {}
     rows: list[list[_Row]] = []
-    for i, ch in enumerate(channels):
-        where = f"/channels/{i}"
-        if not isinstance(ch, Mapping) or not isinstance(ch.get("name"), str):
-            raise InvalidWorkspace(f"{where}: a channel is an object with a string 'name'")
+    for i, ch in enumerate(spec["channels"]):
         cname = ch["name"]
-        samples = ch.get("samples")
-        if not isinstance(samples, list) or not samples:
-            raise InvalidWorkspace(f"{where}/samples: channel {cname!r} needs at least one sample")
-        if cname in nbins:
-            raise InvalidWorkspace(f"{where}/name: duplicate channel name {cname!r}")
-        first = samples[0].get("data") if isinstance(samples[0], Mapping) else None
-        if not isinstance(first, list) or not first:
-            raise InvalidWorkspace(f"{where}/samples/0/data: expected a non-empty list of yields")
-        nb = len(first)
+        samples = ch["samples"]
+        nb = len(samples[0]["data"])
         names.append(cname)
         nbins[cname] = nb
-        rows.append([_Row(cname, s, nb, f"{where}/samples/{j}") for j, s in enumerate(samples)])
-        seen: set[str] = set()
-        for j, r in enumerate(rows[-1]):
-            if r.sample in seen:
-                raise InvalidWorkspace(
-                    f"{where}/samples/{j}/name: duplicate sample {r.sample!r} in channel {cname!r}"
-                )
-            seen.add(r.sample)
-    obs = spec.get("observations")
-    if not isinstance(obs, list):
-        raise InvalidWorkspace("/observations: a workspace needs a list of observations")
+        rows.append(
+            [_Row(cname, s, nb, f"/channels/{i}/samples/{j}") for j, s in enumerate(samples)]
+        )
     observations: dict[str, np.ndarray] = {}
-    for i, o in enumerate(obs):
-        if not isinstance(o, Mapping) or not isinstance(o.get("name"), str):
-            raise InvalidWorkspace(f"/observations/{i}: an observation has a string 'name'")
-        oname = o["name"]
-        if oname in nbins:
-            observations[oname] = _numbers(
-                o.get("data"), f"/observations/{i}/data", nbins[oname], nonneg=True
-            )
-    for cname in names:
-        if cname not in observations:
-            raise InvalidWorkspace(
-                f"/observations: no observation for channel {cname!r}; add "
-                f'{{"name": "{cname}", "data": [...]}}'
-            )
+    for o in spec["observations"]:
+        if o["name"] in nbins and o["name"] not in observations:
+            observations[o["name"]] = np.array(o["data"], dtype=np.float64)
     return _Channels(names, nbins, rows, observations)
 
 
@@ -407,59 +344,169 @@ def _defaults(ps: _ParamSet) -> None:
     # lumi: everything comes from the measurement
 
 
-def _apply_config(ps: _ParamSet, cfg: Mapping[str, Any], where: str) -> None:
-    """Measurement parameter settings (inits, bounds, fixed, auxdata, sigmas), as pyhf."""
-    n = ps.n
+def _apply_config(ps: _ParamSet, cfg: Mapping[str, Any]) -> None:
+    """Measurement parameter settings (inits, bounds, fixed, auxdata, sigmas), as pyhf.
 
-    def vec(key: str) -> list[Any] | None:
-        if key not in cfg:
-            return None
-        v = cfg[key]
-        if not isinstance(v, list) or len(v) != n:
-            raise InvalidWorkspace(
-                f"{where}/{key}: parameter {ps.name!r} has {n} component(s), "
-                f"so {key!r} needs a list of {n} values; got {v!r:.100}"
-            )
-        return v
-
-    if (v := vec("inits")) is not None:
-        ps.inits = [_number(x, f"{where}/inits") for x in v]
-    if (v := vec("bounds")) is not None:
-        bb = []
-        for j, b in enumerate(v):
-            if not isinstance(b, list) or len(b) != 2:
-                raise InvalidWorkspace(f"{where}/bounds/{j}: expected [low, high], got {b!r}")
-            lo, hi = _number(b[0], f"{where}/bounds/{j}/0"), _number(b[1], f"{where}/bounds/{j}/1")
-            if lo > hi:
-                raise InvalidWorkspace(f"{where}/bounds/{j}: low {lo} above high {hi}")
-            bb.append([lo, hi])
-        ps.bounds = bb
+    ``cfg`` has passed :func:`likelihood.validate_workspace` (one entry per component,
+    bounds ordered, sigmas > 0, only the keys this parameter type takes).
+    """
+    if "inits" in cfg:
+        ps.inits = [float(x) for x in cfg["inits"]]
+    if "bounds" in cfg:
+        ps.bounds = [[float(lo), float(hi)] for lo, hi in cfg["bounds"]]
     if "fixed" in cfg:
         f = cfg["fixed"]
-        if isinstance(f, bool):
-            ps.fixed = [f] * n
-        elif isinstance(f, list) and len(f) == n and all(isinstance(x, bool) for x in f):
-            ps.fixed = list(f)
-        else:
-            raise InvalidWorkspace(f"{where}/fixed: expected true/false, got {f!r:.100}")
+        ps.fixed = [bool(x) for x in f] if isinstance(f, list) else [bool(f)] * ps.n
     for key in ("auxdata", "sigmas"):
-        if key in cfg:
-            if ps.constraint is None or (key == "sigmas" and ps.constraint != "normal"):
-                raise InvalidWorkspace(
-                    f"{where}/{key}: parameter {ps.name!r} ({ps.kind}) does not use {key!r}; "
-                    "remove it from the measurement"
-                )
-            if key == "sigmas" and ps.kind in ("normsys", "histosys"):
-                raise InvalidWorkspace(
-                    f"{where}/sigmas: parameter {ps.name!r} ({ps.kind}) has unit width; "
-                    "remove 'sigmas' from the measurement"
-                )
-            v = vec(key)
-            assert v is not None
-            vals = [_number(x, f"{where}/{key}") for x in v]
-            if key == "sigmas" and any(s <= 0 for s in vals):
-                raise InvalidWorkspace(f"{where}/sigmas: widths must be > 0, got {vals}")
-            setattr(ps, key, vals)
+        if key in cfg and ps.constraint is not None:
+            setattr(ps, key, [float(x) for x in cfg[key]])
+
+
+class _Block(NamedTuple):
+    """One parameter of a model, ready to be laid out (after defaults and settings)."""
+
+    kind: str
+    n: int
+    names: list[str]
+    inits: list[float]
+    bounds: list[list[float]]
+    fixed: list[bool]
+    constraint: str | None  # None, "normal", "poisson"
+    auxdata: list[float]
+    scale: list[float]  # Gaussian sigmas, or Poisson factors tau
+    width: list[float]
+
+
+class _Base(NamedTuple):
+    """What the rows of a background contribute, computed once (:class:`Background`)."""
+
+    rows: list[_Row]  # sorted by (channel, sample)
+    firsts: list[dict[str, tuple[str, str, int]]]  # per type: name -> first (channel, sample, k)
+    staterror: dict[str, list[tuple[_Row, np.ndarray]]]  # name -> carriers, sorted
+
+
+class _Cache:
+    """Caches of one assembly context: a name table for the per-row arrays, and the
+    parameter blocks that depend on background rows only."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, int] = {}
+        self.blocks: dict[tuple[Any, ...], _Block] = {}
+
+    def slot(self, name: str) -> int:
+        s = self.slots.get(name)
+        if s is None:
+            s = self.slots[name] = len(self.slots)
+        return s
+
+
+def _row_arrays(r: _Row, cache: _Cache) -> tuple[np.ndarray, ...]:
+    """Per-row index arrays (against ``cache``'s name table), computed once per row."""
+    arr = r.arrays
+    if arr is not None and arr[0] is cache:
+        return arr[1]  # type: ignore[no-any-return]
+    nb = r.nbins
+    local = np.arange(nb, dtype=np.int64)
+    rf_slot = np.array([cache.slot(m) for m in r.rf_names], dtype=np.int64)
+    hs_slot = np.array([cache.slot(m) for m in r.hs_names], dtype=np.int64)
+    cf_slot = np.array([cache.slot(m) for m, _ in r.cf], dtype=np.int64)
+    out = (
+        local,
+        rf_slot,
+        hs_slot,
+        np.tile(local, len(r.hs_names)),
+        cf_slot,
+        np.tile(local, len(r.cf)),
+    )
+    r.arrays = (cache, out)
+    return out
+
+
+def _firsts(rows: Sequence[_Row]) -> list[dict[str, tuple[str, str, int]]]:
+    """Per modifier type, the first (channel, sample, k) of each name in sorted rows."""
+    firsts: list[dict[str, tuple[str, str, int]]] = [{} for _ in MODIFIER_TYPES]
+    for r in rows:
+        for k, (mname, mtype, _) in enumerate(r.mods):
+            d = firsts[_GROUP[mtype]]
+            if mname not in d:
+                d[mname] = (r.channel, r.sample, k)
+    return firsts
+
+
+def _staterrors(rows: Sequence[_Row]) -> dict[str, list[tuple[_Row, np.ndarray]]]:
+    out: dict[str, list[tuple[_Row, np.ndarray]]] = {}
+    for r in rows:
+        for mname, mtype, payload in r.mods:
+            if mtype == "staterror":
+                out.setdefault(mname, []).append((r, payload))
+    return out
+
+
+def _base(rows: Sequence[_Row]) -> _Base:
+    rows = sorted(rows, key=lambda r: (r.channel, r.sample))
+    for r in rows:
+        r.base = True
+    return _Base(rows, _firsts(rows), _staterrors(rows))
+
+
+def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
+    _defaults(ps)
+    if ps.name in user:
+        _apply_config(ps, user[ps.name])
+    n = ps.n
+    if ps.kind in ("normfactor", "lumi", "normsys", "histosys"):
+        names = [ps.name]
+    else:
+        names = [f"{ps.name}[{i}]" for i in range(n)]
+    assert ps.inits is not None and ps.bounds is not None
+    if ps.constraint == "normal":
+        assert ps.auxdata is not None and ps.sigmas is not None
+        aux, scale, width = list(ps.auxdata), list(ps.sigmas), list(ps.sigmas)
+    elif ps.constraint == "poisson":
+        assert ps.factors is not None and ps.auxdata is not None
+        aux, scale = list(ps.auxdata), list(ps.factors)
+        width = list(1.0 / np.sqrt(np.asarray(ps.factors)))
+    else:
+        aux, scale, width = [], [], [1.0] * n
+    return _Block(
+        ps.kind, n, names, ps.inits, ps.bounds, ps.fixed, ps.constraint, aux, scale, width
+    )
+
+
+def _staterror_set(mname: str, carriers: Sequence[tuple[_Row, np.ndarray]]) -> _ParamSet:
+    """A staterror parameter: the combined relative uncertainty of the samples that carry
+    it, per bin (pyhf 0.7); bins with zero uncertainty are fixed at 1, width 1.
+
+    The samples carry it in one channel (the validation boundary refuses others), so its
+    components are the bins of that channel.
+    """
+    nb = carriers[0][0].nbins
+    nomsall = np.zeros(nb)
+    rel2 = np.zeros(nb)
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd (1e308) inputs: inf, no warning
+        for r, _ in carriers:
+            nomsall += r.nom
+        pos = nomsall > 0
+        safe = np.where(pos, nomsall, 1.0)
+        for _, unc in carriers:
+            rel2 += np.where(pos, (unc / safe) ** 2, 0.0)
+    sig = np.sqrt(rel2)
+    ps = _ParamSet(mname, "staterror", nb)
+    ps.fixed = [bool(s == 0) for s in sig]
+    ps.sigmas = [1.0 if s == 0 else float(s) for s in sig]
+    return ps
+
+
+def _shapesys_set(mname: str, r: _Row, payload: np.ndarray) -> _ParamSet:
+    """A shapesys parameter: Poisson constraint with ``tau = (nominal / uncertainty)^2``
+    per bin; bins with zero nominal or uncertainty are fixed."""
+    ps = _ParamSet(mname, "shapesys", r.nbins)
+    valid = (r.nom > 0) & (payload > 0)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        fac = np.where(valid, r.nom**2 / np.where(valid, payload, 1.0) ** 2, 1.0)
+    ps.factors = [float(x) for x in fac]
+    ps.fixed = [not bool(v) for v in valid]
+    return ps
 
 
 def _assemble(
@@ -470,8 +517,19 @@ def _assemble(
     measurement: Mapping[str, Any],
     settings: Mapping[str, int],
     source: str,
+    *,
+    cache: _Cache | None = None,
+    base: _Base | None = None,
 ) -> Model:
-    """Build a :class:`Model` from parsed rows (the one code path of compile and with_patch)."""
+    """Build a :class:`Model` from parsed rows: the one code path of compile and with_patch.
+
+    ``rows`` are the rows of the model; with ``base`` (the background's rows, all kept,
+    summarised once) ``rows`` are only the rows added to it (a signal patch), and the
+    background's part is not recomputed.  ``cache`` keeps per-row arrays and the
+    parameter blocks that depend on background rows only; the result does not depend on
+    what is cached.
+    """
+    cache = cache if cache is not None else _Cache()
     chans = tuple(sorted(channels))
     offset: dict[str, int] = {}
     o = 0
@@ -479,286 +537,170 @@ def _assemble(
         offset[c] = o
         o += nbins[c]
     n_bins = o
-    rows = sorted(rows, key=lambda r: (r.channel, r.sample))
+    extra = sorted(rows, key=lambda r: (r.channel, r.sample))
+    if base is None:
+        all_rows = extra
+        firsts = _firsts(all_rows)
+        staterr = _staterrors(all_rows)
+    else:
+        all_rows = sorted([*base.rows, *extra], key=lambda r: (r.channel, r.sample))
+        firsts = [dict(d) for d in base.firsts]
+        for r in extra:
+            for k, (mname, mtype, _) in enumerate(r.mods):
+                d = firsts[_GROUP[mtype]]
+                key = (r.channel, r.sample, k)
+                if mname not in d or key < d[mname]:
+                    d[mname] = key
+        staterr = {k: list(v) for k, v in base.staterror.items()}
+        for name, lst in _staterrors(extra).items():
+            merged = staterr.setdefault(name, [])
+            merged.extend(lst)
+            merged.sort(key=lambda t: (t[0].channel, t[0].sample))
 
-    # ---- parameter sets, in pyhf's order --------------------------------------------
-    groups: list[dict[str, _ParamSet]] = [{} for _ in MODIFIER_TYPES]
-    staterr_rows: dict[str, list[tuple[_Row, np.ndarray]]] = {}
-    carried: dict[tuple[str, str], dict[str, list[int]]] = {}  # (type, name) -> sample -> bins
-    for r in rows:
-        off = offset[r.channel]
-        for mname, mtype, payload in r.mods:
-            g = groups[_GROUP[mtype]]
-            if mtype == "staterror":
-                staterr_rows.setdefault(mname, []).append((r, payload))
-                carried.setdefault((mtype, mname), {}).setdefault(r.sample, []).extend(
-                    range(off, off + r.nbins)
-                )
-                continue
-            if mtype == "shapesys":
-                if mname in g:
-                    raise InvalidWorkspace(
-                        f"{source}: shapesys {mname!r} is used by more than one sample "
-                        f"(again by {r.sample!r} in {r.channel!r}); shapesys parameters "
-                        "cannot be shared, use a distinct name per sample"
-                    )
-                ps = _ParamSet(mname, mtype, r.nbins)
-                valid = (r.nom > 0) & (payload > 0)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    fac = np.where(valid, r.nom**2 / np.where(valid, payload, 1.0) ** 2, 1.0)
-                ps.factors = [float(x) for x in fac]
-                ps.fixed = [not bool(v) for v in valid]
-                g[mname] = ps
-                carried.setdefault((mtype, mname), {}).setdefault(r.sample, []).extend(
-                    range(off, off + r.nbins)
-                )
-                continue
-            if mname not in g:
-                n = r.nbins if mtype == "shapefactor" else 1
-                g[mname] = _ParamSet(mname, mtype, n)
-    # the components of a staterror / shapesys follow the bins of the last sample (in
-    # sorted order) that carries it, as pyhf's _reindex_access_field
-    masked = {key: sorted(by_sample[max(by_sample)]) for key, by_sample in carried.items()}
-    for mname, lst in sorted(staterr_rows.items()):
-        carriers = {r.sample for r, _ in lst}
-        bins = masked[("staterror", mname)]
-        nomsall = np.zeros(n_bins)
-        for r in rows:
-            if r.sample in carriers:
-                off = offset[r.channel]
-                nomsall[off : off + r.nbins] += r.nom
-        rel2 = np.zeros(n_bins)
-        for r, unc in lst:
-            off = offset[r.channel]
-            sl = slice(off, off + r.nbins)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel2[sl] += np.where(
-                    nomsall[sl] > 0, (unc / np.where(nomsall[sl] > 0, nomsall[sl], 1.0)) ** 2, 0.0
-                )
-        sig = np.sqrt(rel2[bins])
-        ps = _ParamSet(mname, "staterror", len(bins))
-        ps.fixed = [bool(s == 0) for s in sig]
-        ps.sigmas = [1.0 if s == 0 else float(s) for s in sig]
-        groups[_GROUP["staterror"]][mname] = ps
-
-    kinds: dict[str, set[str]] = {}
-    for mtype, g in zip(MODIFIER_TYPES, groups, strict=True):
-        for mname in g:
-            kinds.setdefault(mname, set()).add(mtype)
-    for mname, ks in kinds.items():
-        if len(ks) > 1 and ks != {"normsys", "histosys"}:
-            raise InvalidWorkspace(
-                f"{source}: parameter {mname!r} is declared by modifiers of different types "
-                f"{sorted(ks)}; only normsys and histosys may share a name. Rename one of them."
-            )
-
-    params: dict[str, _ParamSet] = {}
-    for g in groups:
-        for mname, ps in g.items():
-            if mname not in params:
-                params[mname] = ps
-
-    # ---- measurement settings ---------------------------------------------------------
+    # ---- parameters, in pyhf's order: by type, within a type by first appearance ------
     config = measurement.get("config", {}) if isinstance(measurement, Mapping) else {}
     mname_ = measurement.get("name") if isinstance(measurement, Mapping) else None
     poi = config.get("poi") if isinstance(config, Mapping) else None
-    user: dict[str, tuple[int, Mapping[str, Any]]] = {}
-    for j, p in enumerate(config.get("parameters", []) or []):
-        if not isinstance(p, Mapping) or not isinstance(p.get("name"), str):
-            raise InvalidWorkspace(
-                f"measurement {mname_!r} /config/parameters/{j}: a parameter setting needs a 'name'"
-            )
-        if p["name"] in user:
-            raise InvalidWorkspace(
-                f"measurement {mname_!r} /config/parameters/{j}: duplicate settings for "
-                f"parameter {p['name']!r}"
-            )
-        user[p["name"]] = (j, p)
+    user = {p["name"]: p for p in config.get("parameters", [])}
+    shapesys_rows: dict[str, tuple[_Row, np.ndarray]] = {}
+    if firsts[_GROUP["shapesys"]]:
+        for r in all_rows:
+            for mname, mtype, payload in r.mods:
+                if mtype == "shapesys":
+                    shapesys_rows[mname] = (r, payload)
+    order: dict[str, tuple[str, tuple[Any, ...]]] = {}  # name -> (kind, block key)
+    for mtype, d in zip(MODIFIER_TYPES, firsts, strict=True):
+        names = sorted(d) if mtype == "staterror" else sorted(d, key=d.__getitem__)
+        for mname in names:
+            if mname in order:
+                continue
+            if mtype == "staterror":
+                carriers = staterr[mname]
+                dep: tuple[Any, ...] = tuple(r.uid for r, _ in carriers)
+                cacheable = all(r.base for r, _ in carriers)
+            elif mtype == "shapesys":
+                r = shapesys_rows[mname][0]
+                dep, cacheable = (r.uid,), r.base
+            elif mtype == "shapefactor":
+                ch, sm, _ = d[mname]
+                first = next(r for r in all_rows if r.channel == ch and r.sample == sm)
+                dep, cacheable = (first.nbins,), True
+            else:
+                dep, cacheable = (), True
+            order[mname] = (mtype, (mtype, mname, *dep) if cacheable else ())
+    blocks: dict[str, _Block] = {}
+    for mname, (mtype, key) in order.items():
+        blk = cache.blocks.get(key) if key else None
+        if blk is None:
+            if mtype == "staterror":
+                ps = _staterror_set(mname, staterr[mname])
+            elif mtype == "shapesys":
+                ps = _shapesys_set(mname, *shapesys_rows[mname])
+            elif mtype == "shapefactor":
+                ps = _ParamSet(mname, mtype, int(key[2]))  # one per bin of its first row
+            else:
+                ps = _ParamSet(mname, mtype, 1)
+            blk = _block(ps, user)
+            if key:
+                cache.blocks[key] = blk
+        blocks[mname] = blk
+
+    starts: dict[str, int] = {}
     start = 0
-    for name, ps in params.items():
-        _defaults(ps)
-        if name in user:
-            j, cfg = user[name]
-            _apply_config(ps, cfg, f"measurement {mname_!r} /config/parameters/{j}")
-        if ps.kind == "lumi":
-            missing = [
-                k for k in ("inits", "bounds", "auxdata", "sigmas") if getattr(ps, k) is None
-            ]
-            if missing:
-                raise InvalidWorkspace(
-                    f"measurement {mname_!r} /config/parameters: lumi parameter {name!r} needs "
-                    f"{', '.join(missing)} in the measurement's parameter settings, e.g. "
-                    f'{{"name": "{name}", "auxdata": [1.0], "sigmas": [0.017], '
-                    '"bounds": [[0.9, 1.1]], "inits": [1.0]}'
-                )
-        ps.start = start
-        start += ps.n
+    names_l: list[str] = []
+    init_l: list[float] = []
+    bounds_l: list[list[float]] = []
+    fixed_l: list[bool] = []
+    width_l: list[float] = []
+    aux_par_l: list[int] = []
+    aux_kind_l: list[int] = []
+    aux_scale_l: list[float] = []
+    auxdata_l: list[float] = []
+    for mname, blk in blocks.items():
+        starts[mname] = start
+        names_l.extend(blk.names)
+        init_l.extend(blk.inits)
+        bounds_l.extend(blk.bounds)
+        fixed_l.extend(blk.fixed)
+        width_l.extend(blk.width)
+        if blk.constraint is not None:
+            aux_par_l.extend(range(start, start + blk.n))
+            aux_kind_l.extend([0 if blk.constraint == "normal" else 1] * blk.n)
+            aux_scale_l.extend(blk.scale)
+            auxdata_l.extend(blk.auxdata)
+        start += blk.n
     n_pars = start
-
-    names: list[str] = []
-    init = np.empty(n_pars)
-    bounds = np.empty((n_pars, 2))
-    fixed = np.zeros(n_pars, dtype=bool)
-    aux_par: list[int] = []
-    aux_kind: list[int] = []
-    aux_scale: list[float] = []
-    auxdata: list[float] = []
-    width = np.ones(n_pars)
-    for name, ps in params.items():
-        sl = slice(ps.start, ps.start + ps.n)
-        if ps.kind in ("normfactor", "lumi", "normsys", "histosys"):
-            names.append(name)
-        else:
-            names.extend(f"{name}[{i}]" for i in range(ps.n))
-        init[sl] = ps.inits
-        bounds[sl] = ps.bounds
-        fixed[sl] = ps.fixed
-        if ps.constraint == "normal":
-            assert ps.auxdata is not None and ps.sigmas is not None
-            aux_par.extend(range(ps.start, ps.start + ps.n))
-            aux_kind.extend([0] * ps.n)
-            aux_scale.extend(ps.sigmas)
-            auxdata.extend(ps.auxdata)
-            width[sl] = ps.sigmas
-        elif ps.constraint == "poisson":
-            assert ps.factors is not None and ps.auxdata is not None
-            aux_par.extend(range(ps.start, ps.start + ps.n))
-            aux_kind.extend([1] * ps.n)
-            aux_scale.extend(ps.factors)
-            auxdata.extend(ps.auxdata)
-            width[sl] = 1.0 / np.sqrt(np.asarray(ps.factors))
-
     poi_index: int | None = None
     poi_name: str | None = None
-    if isinstance(poi, str) and poi in params:
-        ps = params[poi]
-        if ps.n != 1 or ps.kind not in ("normfactor", "lumi", "normsys", "histosys"):
-            raise InvalidWorkspace(
-                f"measurement {mname_!r} /config/poi: the POI {poi!r} is a vector "
-                f"parameter ({ps.kind}); a POI must be a scalar (normfactor)"
-            )
-        poi_name, poi_index = poi, ps.start
+    if isinstance(poi, str) and poi in starts:
+        poi_name, poi_index = poi, starts[poi]
 
-    # ---- flat entry arrays ----------------------------------------------------------------
-    nom_l: list[np.ndarray] = []
-    cell_bin_l: list[np.ndarray] = []
-    cell_row_l: list[np.ndarray] = []
-    rf_row_l: list[np.ndarray] = []
-    rf_par_l: list[np.ndarray] = []
-    rf_kind_l: list[np.ndarray] = []
-    rf_hi_l: list[np.ndarray] = []
-    rf_lo_l: list[np.ndarray] = []
-    rf_coef_l: list[np.ndarray] = []
-    hs_cell_l: list[np.ndarray] = []
-    hs_par_l: list[np.ndarray] = []
-    hs_up_l: list[np.ndarray] = []
-    hs_dn_l: list[np.ndarray] = []
-    cf_cell_l: list[np.ndarray] = []
-    cf_par_l: list[np.ndarray] = []
-    ns_code = settings["normsys"]
-    hs_code = settings["histosys"]
-    comp_cache: dict[tuple[str, str, str], np.ndarray] = {}
-    cell0 = 0
-    for ri, r in enumerate(rows):
-        nb = r.nbins
-        off = offset[r.channel]
-        local = np.arange(nb, dtype=np.int64)
-        cells = cell0 + local
-        nom_l.append(r.nom)
-        cell_bin_l.append(off + local)
-        cell_row_l.append(np.full(nb, ri, dtype=np.int64))
-        if r.rf_names:
-            nrf = len(r.rf_names)
-            rf_row_l.append(np.full(nrf, ri, dtype=np.int64))
-            rf_par_l.append(np.array([params[m].start for m in r.rf_names], dtype=np.int64))
-            rf_kind_l.append(np.where(r.rf_is_normsys, ns_code, RF_LINEAR).astype(np.int64))
-            rf_hi_l.append(r.rf_hi)
-            rf_lo_l.append(r.rf_lo)
-            rf_coef_l.append(r.rf_coef)
-        if r.hs_names:
-            k = len(r.hs_names)
-            hs_cell_l.append(np.tile(cells, k))
-            hs_par_l.append(
-                np.repeat(np.array([params[m].start for m in r.hs_names], dtype=np.int64), nb)
-            )
-            hs_up_l.append(r.hs_up)
-            hs_dn_l.append(r.hs_dn)
-        for mname, mtype in r.cf:
-            ps = params[mname]
-            if mtype == "shapefactor":
-                if nb > ps.n:
-                    raise InvalidWorkspace(
-                        f"{r.where}: shapefactor {mname!r} has {ps.n} parameters but channel "
-                        f"{r.channel!r} has {nb} bins"
-                    )
-                comp = local
-            else:
-                key = (mtype, mname, r.channel)
-                comp_c = comp_cache.get(key)
-                if comp_c is None:
-                    mb = masked[(mtype, mname)]
-                    pos = {b: i for i, b in enumerate(mb)}
-                    try:
-                        comp_c = np.array([pos[off + j] for j in range(nb)], dtype=np.int64)
-                    except KeyError as err:
-                        raise InvalidWorkspace(
-                            f"{r.where}: {mtype} {mname!r} is carried in channel "
-                            f"{r.channel!r} by some samples but in other channels by "
-                            "others; pyhf needs the same bins for every sample"
-                        ) from err
-                    comp_cache[key] = comp_c
-                comp = comp_c
-            cf_cell_l.append(cells)
-            cf_par_l.append(ps.start + comp)
-        cell0 += nb
+    # ---- flat entry arrays, rows in (channel, sample) order ----------------------------
+    per_row = [_row_arrays(r, cache) for r in all_rows]  # may add slots
+    by_slot = np.zeros(len(cache.slots), dtype=np.int64)
+    for mname, s0 in starts.items():
+        slot = cache.slots.get(mname)
+        if slot is not None:
+            by_slot[slot] = s0
+    n_rows = len(all_rows)
+    nb_r = np.array([r.nbins for r in all_rows], dtype=np.int64)
+    nrf_r = np.array([len(r.rf_names) for r in all_rows], dtype=np.int64)
+    nhs_r = np.array([len(r.hs_names) for r in all_rows], dtype=np.int64)
+    ncf_r = np.array([len(r.cf) for r in all_rows], dtype=np.int64)
+    cell0 = np.concatenate([[0], np.cumsum(nb_r)[:-1]]) if n_rows else np.zeros(0, np.int64)
+    off_r = np.array([offset[r.channel] for r in all_rows], dtype=np.int64)
+    row_ids = np.arange(n_rows, dtype=np.int64)
 
-    def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    def cat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
         if not parts:
-            return np.zeros(0, dtype=dtype)
+            return np.zeros((0, *shape), dtype=dtype)
         return np.ascontiguousarray(np.concatenate(parts), dtype=dtype)
 
-    n_hs = sum(len(x) for x in hs_cell_l)
+    local = cat([a[0] for a in per_row], np.int64)
+    rf_slot = cat([a[1] for a in per_row], np.int64)
+    hs_slot = cat([a[2] for a in per_row], np.int64)
+    hs_local = cat([a[3] for a in per_row], np.int64)
+    cf_slot = cat([a[4] for a in per_row], np.int64)
+    cf_local = cat([a[5] for a in per_row], np.int64)
+    rf_ns = cat([r.rf_is_normsys for r in all_rows], bool)
+    n_hs = int(hs_local.shape[0])
     cm = CompiledModel(
-        nom=cat(nom_l, np.float64),
-        cell_bin=cat(cell_bin_l, np.int64),
-        cell_row=cat(cell_row_l, np.int64),
+        nom=cat([r.nom for r in all_rows], np.float64),
+        cell_bin=as_i8(local + np.repeat(off_r, nb_r)),
+        cell_row=as_i8(np.repeat(row_ids, nb_r)),
         n_bins=int(n_bins),
-        n_rows=len(rows),
-        rf_row=cat(rf_row_l, np.int64),
-        rf_par=cat(rf_par_l, np.int64),
-        rf_kind=cat(rf_kind_l, np.int64),
-        rf_hi=cat(rf_hi_l, np.float64),
-        rf_lo=cat(rf_lo_l, np.float64),
-        rf_coef=(
-            np.ascontiguousarray(np.concatenate(rf_coef_l), dtype=np.float64)
-            if rf_coef_l
-            else np.zeros((0, 6))
-        ),
-        cf_cell=cat(cf_cell_l, np.int64),
-        cf_par=cat(cf_par_l, np.int64),
-        hs_cell=cat(hs_cell_l, np.int64),
-        hs_par=cat(hs_par_l, np.int64),
-        hs_up=cat(hs_up_l, np.float64),
-        hs_dn=cat(hs_dn_l, np.float64),
-        hs_kind=np.full(n_hs, hs_code, dtype=np.int64),
-        aux_par=as_i8(aux_par),
-        aux_kind=as_i8(aux_kind),
-        aux_scale=as_f8(aux_scale),
+        n_rows=n_rows,
+        rf_row=as_i8(np.repeat(row_ids, nrf_r)),
+        rf_par=as_i8(by_slot[rf_slot]),
+        rf_kind=as_i8(np.where(rf_ns, settings["normsys"], RF_LINEAR)),
+        rf_hi=cat([r.rf_hi for r in all_rows], np.float64),
+        rf_lo=cat([r.rf_lo for r in all_rows], np.float64),
+        rf_coef=cat([r.rf_coef for r in all_rows], np.float64, (6,)),
+        cf_cell=as_i8(cf_local + np.repeat(cell0, ncf_r * nb_r)),
+        cf_par=as_i8(np.repeat(by_slot[cf_slot], np.repeat(nb_r, ncf_r)) + cf_local),
+        hs_cell=as_i8(hs_local + np.repeat(cell0, nhs_r * nb_r)),
+        hs_par=as_i8(np.repeat(by_slot[hs_slot], np.repeat(nb_r, nhs_r))),
+        hs_up=cat([r.hs_up for r in all_rows], np.float64),
+        hs_dn=cat([r.hs_dn for r in all_rows], np.float64),
+        hs_kind=np.full(n_hs, settings["histosys"], dtype=np.int64),
+        aux_par=as_i8(aux_par_l),
+        aux_kind=as_i8(aux_kind_l),
+        aux_scale=as_f8(aux_scale_l),
     )
     data = np.concatenate([observations[c] for c in chans]) if chans else np.zeros(0)
     return Model(
         cm,
-        parameter_names=tuple(names),
+        parameter_names=tuple(names_l),
         poi_name=poi_name,
         poi_index=poi_index,
-        init=init,
-        bounds=bounds,
-        fixed=fixed,
+        init=as_f8(init_l) if n_pars else np.zeros(0),
+        bounds=as_f8(bounds_l) if n_pars else np.zeros((0, 2)),
+        fixed=np.array(fixed_l, dtype=bool),
         channels=chans,
         channel_nbins={c: int(nbins[c]) for c in chans},
         data=as_f8(data),
-        auxdata=as_f8(auxdata),
-        widths=width,
+        auxdata=as_f8(auxdata_l),
+        widths=as_f8(width_l),
         measurement=str(mname_) if mname_ is not None else None,
     )
 
@@ -987,13 +929,6 @@ def _settings(modifier_settings: Mapping[str, Any] | None) -> dict[str, int]:
 
 
 def _validate(spec: Mapping[str, Any], source: str | None) -> None:
-    try:
-        from likelihood.validate import validate_workspace
-    except ModuleNotFoundError as err:  # pragma: no cover - during development only
-        if err.name != "likelihood.validate":
-            raise
-        log.warning("likelihood.validate is not available; skipping schema validation")
-        return
     validate_workspace(spec, source=source)
 
 
@@ -1019,11 +954,18 @@ def compile(
         mapping leaves a type it does not name at the modifier's own default (normsys
         code1, histosys code0), as pyhf.  See docs/likelihood.md.
     validate : bool
-        Run schema and semantic validation first (:func:`likelihood.validate_workspace`).
+        Run schema and semantic validation first (:func:`likelihood.validate_workspace`,
+        the validation boundary).  ``False`` skips every check: only for a workspace that
+        has already passed it (an invalid one then gives undefined results).
 
     Returns
     -------
     Model
+
+    Raises
+    ------
+    InvalidWorkspace
+        The workspace is invalid (the message of :func:`likelihood.validate_workspace`).
     """
     settings = _settings(modifier_settings)
     if validate:
@@ -1034,10 +976,6 @@ def compile(
     return _assemble(
         parsed.names, parsed.nbins, parsed.observations, rows, meas, settings, "workspace"
     )
-
-
-_SAMPLE_ADD = re.compile(r"^/channels/(\d+)/samples/(\d+|-)$")
-_CHANNEL_REMOVE = re.compile(r"^/channels/(\d+)$")
 
 
 class Background:
@@ -1052,7 +990,8 @@ class Background:
     modifier_settings : mapping, optional
         Interpolation codes, as :func:`compile`.
     validate : bool
-        Validate the background-only workspace once.
+        Validate the background-only workspace once.  The patches given to
+        :meth:`with_patch` are always validated.
     """
 
     def __init__(
@@ -1071,16 +1010,29 @@ class Background:
             _validate(bkgonly_spec, "background-only workspace")
         self._measurement = get_measurement(bkgonly_spec, measurement)
         self._parsed = _parse_channels(bkgonly_spec)
+        # the validation boundary's view of this background, for the patches
+        self._target = PatchTarget(bkgonly_spec)
+        # the background's rows summarised once; the cache keeps their arrays and the
+        # parameter blocks that only background rows determine
+        self._base = _base([r for rs in self._parsed.rows for r in rs])
+        self._cache = _Cache()
 
     def __repr__(self) -> str:
         return f"<likelihood.Background {len(self._parsed.names)} channels>"
 
     def compile(self) -> Model:
         """The background-only model itself (usually without POI)."""
-        rows = [r for rs in self._parsed.rows for r in rs]
         p = self._parsed
         return _assemble(
-            p.names, p.nbins, p.observations, rows, self._measurement, self._settings, "workspace"
+            p.names,
+            p.nbins,
+            p.observations,
+            [],
+            self._measurement,
+            self._settings,
+            "workspace",
+            cache=self._cache,
+            base=self._base,
         )
 
     def with_patch(
@@ -1088,10 +1040,12 @@ class Background:
     ) -> Model:
         """Model of the background plus one signal patch.
 
-        Identical to ``compile(apply_patch(bkgonly_spec, patch_ops))``.  ``add`` operations
-        of samples to existing channels and ``remove`` operations of whole channels are
-        applied to the parsed background directly; any other operation falls back to a
-        full compile of the patched workspace.
+        Identical to ``compile(apply_patch(bkgonly_spec, patch_ops, source=name))``, in
+        the model it returns and in what it rejects (same exception, same message).  A
+        patch that only adds samples and removes channels, and that the validation
+        boundary accepts (:meth:`likelihood.validate.PatchTarget.plan`), is applied to the
+        parsed background directly; any other patch (or an invalid one) takes the
+        reference path, a full compile of the patched workspace.
 
         Parameters
         ----------
@@ -1103,57 +1057,14 @@ class Background:
         Raises
         ------
         InvalidPatch
-            The patch does not apply, or the sample it adds is invalid.
+            The patch does not apply.
+        InvalidWorkspace
+            The patched workspace is invalid (e.g. a negative signal yield), with the
+            JSON path and the value.
         """
-        where = f"patch {name!r}" if name else "patch"
-        if not isinstance(patch_ops, Sequence) or isinstance(patch_ops, (str, bytes)):
-            raise InvalidPatch(
-                f"{where}: a JSON patch is a list of operations, got {type(patch_ops).__name__}"
-            )
-        p = self._parsed
-        current = list(range(len(p.names)))  # JSON index -> original channel index
-        extra: dict[int, list[tuple[int | None, Mapping[str, Any], int]]] = {}
-        fast = True
-        for i, op in enumerate(patch_ops):
-            if not isinstance(op, Mapping) or "op" not in op or "path" not in op:
-                raise InvalidPatch(
-                    f"{where}: operation {i} is not an RFC 6902 operation: {op!r:.200}"
-                )
-            kind, path = op.get("op"), op.get("path")
-            m_add = _SAMPLE_ADD.match(path) if isinstance(path, str) else None
-            m_rm = _CHANNEL_REMOVE.match(path) if isinstance(path, str) else None
-            if kind == "add" and m_add and isinstance(op.get("value"), Mapping):
-                ci = int(m_add.group(1))
-                if ci >= len(current):
-                    raise InvalidPatch(
-                        f"{where}: operation {i} (add {path}) does not apply: the workspace "
-                        f"has {len(current)} channels at that point"
-                    )
-                orig = current[ci]
-                n_now = len(p.rows[orig]) + len(extra.get(orig, []))
-                j = m_add.group(2)
-                if j != "-" and int(j) > n_now:
-                    raise InvalidPatch(
-                        f"{where}: operation {i} (add {path}) does not apply: channel "
-                        f"{p.names[orig]!r} has {n_now} samples at that point"
-                    )
-                if op["value"].get("name") in {r.sample for r in p.rows[orig]}:
-                    fast = False  # a name clash: let the full compile report it
-                    break
-                extra.setdefault(orig, []).append((None, op["value"], i))
-            elif kind == "remove" and m_rm:
-                ci = int(m_rm.group(1))
-                if ci >= len(current):
-                    raise InvalidPatch(
-                        f"{where}: operation {i} (remove {path}) does not apply: the "
-                        f"workspace has {len(current)} channels at that point"
-                    )
-                current.pop(ci)
-            else:
-                fast = False
-                break
-        if not fast:
-            log.debug("%s: not a pure add-samples / remove-channels patch; full compile", where)
+        plan = self._target.plan(patch_ops)
+        if plan is None:
+            log.debug("%s: reference path (full compile)", name or "patch")
             spec = apply_patch(self.spec, patch_ops, source=name)
             model = compile(
                 spec,
@@ -1161,31 +1072,40 @@ class Background:
                 modifier_settings=self.modifier_settings,
                 validate=True,
             )
-            model.name = name
-            return model
-        kept = set(current)
-        rows: list[_Row] = []
-        for ci in sorted(kept):
-            rows.extend(p.rows[ci])
-            cname = p.names[ci]
-            seen = {r.sample for r in p.rows[ci]}
-            for _, sample, i in extra.get(ci, []):
-                try:
-                    row = _Row(cname, sample, p.nbins[cname], f"{where} operation {i} /value")
-                except InvalidWorkspace as err:
-                    raise InvalidPatch(str(err)) from err
-                if row.sample in seen:
-                    raise InvalidPatch(
-                        f"{where}: operation {i} adds sample {row.sample!r} twice to channel {cname!r}"
-                    )
-                seen.add(row.sample)
-                rows.append(row)
-        names = [p.names[ci] for ci in sorted(kept)]
-        try:
-            model = _assemble(
-                names, p.nbins, p.observations, rows, self._measurement, self._settings, where
-            )
-        except InvalidWorkspace as err:
-            raise InvalidPatch(f"{where}: the patched workspace is invalid: {err}") from err
+        else:
+            model = self._assemble_plan(plan, name)
         model.name = name
         return model
+
+    def _assemble_plan(self, plan: PatchPlan, name: str | None) -> Model:
+        """The model of an accepted add-samples / remove-channels patch: only the signal
+        rows are parsed; without removed channels the background's part is reused."""
+        p = self._parsed
+        added = [
+            _Row(p.names[a.channel], a.sample, p.nbins[p.names[a.channel]], f"operation {a.op}")
+            for a in plan.added
+        ]
+        if not plan.removed:
+            return _assemble(
+                p.names,
+                p.nbins,
+                p.observations,
+                added,
+                self._measurement,
+                self._settings,
+                "workspace",
+                cache=self._cache,
+                base=self._base,
+            )
+        kept = sorted(plan.kept)
+        rows = [r for ci in kept for r in p.rows[ci]] + added
+        return _assemble(
+            [p.names[ci] for ci in kept],
+            p.nbins,
+            p.observations,
+            rows,
+            self._measurement,
+            self._settings,
+            "workspace",
+            cache=self._cache,
+        )

@@ -28,42 +28,43 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import jsonschema
-import referencing
-import referencing.jsonschema
-
+from likelihood._codes import MODIFIER_TYPES, SHARABLE_TYPES, UNCONSTRAINED_TYPES, VECTOR_TYPES
 from likelihood.errors import InvalidPatch, InvalidSpecification, InvalidWorkspace
-from likelihood.spec import digest, json_path
+from likelihood.spec import apply_patch, digest, json_path
+
+if TYPE_CHECKING:  # jsonschema is imported when a schema is needed (the fast path does not)
+    import jsonschema
+    import referencing
 
 __all__ = [
     "MODIFIER_TYPES",
+    "SAMPLE_ADD_PATH",
+    "CHANNEL_REMOVE_PATH",
+    "PatchTarget",
+    "PatchPlan",
+    "AddedSample",
     "validate_workspace",
     "validate_patch",
     "validate_patchset",
+    "validate_patchset_points",
     "load_schema",
 ]
 
 log = logging.getLogger(__name__)
 
-#: The modifier types of HistFactory JSON 1.0.0.
-MODIFIER_TYPES: tuple[str, ...] = (
-    "normfactor",
-    "lumi",
-    "normsys",
-    "histosys",
-    "shapesys",
-    "shapefactor",
-    "staterror",
-)
 
-# Modifier types whose parameter has one entry per bin of the channel.
-_VECTOR_TYPES = frozenset({"shapesys", "shapefactor", "staterror"})
-# Modifier types without a constraint term: no auxdata / sigmas.
-_UNCONSTRAINED_TYPES = frozenset({"normfactor", "shapefactor"})
-# Types that may share one parameter (both: one Gaussian-constrained nuisance parameter).
-_COMPATIBLE_TYPES = (frozenset({"normsys", "histosys"}),)
+#: JSON pointer of an operation that adds one sample to a channel (``/channels/3/samples/-``)
+SAMPLE_ADD_PATH = re.compile(r"^/channels/(0|[1-9][0-9]*)/samples/(0|[1-9][0-9]*|-)$")
+#: JSON pointer of an operation that removes a whole channel (``/channels/3``)
+CHANNEL_REMOVE_PATH = re.compile(r"^/channels/(0|[1-9][0-9]*)$")
+
+# The modifier-type names live in likelihood._codes (MODIFIER_TYPES, in pyhf's builder
+# order, is re-exported here): per-bin types, unconstrained types, types sharing a parameter
+_VECTOR_TYPES = VECTOR_TYPES
+_UNCONSTRAINED_TYPES = UNCONSTRAINED_TYPES
+_COMPATIBLE_TYPES = (SHARABLE_TYPES,)
 
 _SCHEMA_FILES = ("model.json", "measurement.json", "workspace.json", "patch.json", "patchset.json")
 
@@ -89,6 +90,9 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _registry() -> referencing.Registry:
+    import referencing
+    import referencing.jsonschema
+
     resources_ = []
     for filename in _SCHEMA_FILES:
         schema = load_schema(filename)
@@ -103,6 +107,8 @@ def _registry() -> referencing.Registry:
 @functools.cache
 def _validator(name: str, pointer: str = "") -> jsonschema.protocols.Validator:
     """A Draft 7 validator for a bundled schema, or a definition inside it."""
+    import jsonschema
+
     schema: dict[str, Any] = load_schema(name)
     if pointer:
         schema = {"$ref": f"{schema['$id']}#{pointer}"}
@@ -171,6 +177,8 @@ def _schema_check(
     pointer: str = "",
     prefix: Sequence[str | int] = (),
 ) -> None:
+    import jsonschema
+
     validator = _validator(schema, pointer)
     errors = list(validator.iter_errors(doc))
     if not errors:
@@ -211,10 +219,14 @@ _MD5 = re.compile(r"^[a-fA-F0-9]{32}$")
 _HEPDATA = re.compile(r"^ins[0-9]{7}$")
 
 
+# an integer beyond this does not fit a float64: as good as infinite
+_FLOAT_MAX = 1.7976931348623157e308
+
+
 def _fast_number(x: Any) -> bool:
     if isinstance(x, float):
         return math.isfinite(x)
-    return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, int) and not isinstance(x, bool) and -_FLOAT_MAX <= x <= _FLOAT_MAX
 
 
 def _fast_numbers(seq: Any) -> bool:
@@ -224,7 +236,7 @@ def _fast_numbers(seq: Any) -> bool:
         if isinstance(x, float):
             if not math.isfinite(x):
                 return False
-        elif not isinstance(x, int) or isinstance(x, bool):
+        elif not isinstance(x, int) or isinstance(x, bool) or not -_FLOAT_MAX <= x <= _FLOAT_MAX:
             return False
     return True
 
@@ -360,7 +372,7 @@ def _fast_finite_json(obj: Any) -> bool:
     if isinstance(obj, float):
         return math.isfinite(obj)
     if isinstance(obj, int):
-        return True
+        return -_FLOAT_MAX <= obj <= _FLOAT_MAX
     if isinstance(obj, list):
         return all(_fast_finite_json(x) for x in obj)
     if isinstance(obj, dict):
@@ -409,8 +421,9 @@ def _fast_patch(ops: Any) -> bool:
     return isinstance(ops, list) and all(_fast_operation(op) for op in ops)
 
 
-def _fast_patchset(ps: Any) -> bool:
-    """True only if ``ps`` satisfies patchset.json (patches included) and is finite."""
+def _fast_patchset(ps: Any, *, patches: bool = True) -> bool:
+    """True only if ``ps`` satisfies patchset.json and is finite (with ``patches``: the
+    operations of every patch included, else they are not looked at)."""
     if not _fast_keys(ps, _K_PS, _K_PS) or not isinstance(ps["version"], str):
         return False
     if ps["version"] != "1.0.0":
@@ -457,7 +470,9 @@ def _fast_patchset(ps: Any) -> bool:
             return False
         if not all(isinstance(v, str) or _fast_number(v) for v in values):
             return False
-        if not _fast_finite_json(pmeta) or not _fast_patch(patch["patch"]):
+        if not _fast_finite_json(pmeta):
+            return False
+        if patches and not _fast_patch(patch["patch"]):
             return False
     return True
 
@@ -469,10 +484,19 @@ def _fast_patchset(ps: Any) -> bool:
 class _Problems:
     """Collects semantic problems, then raises them together."""
 
-    def __init__(self, where: str, error: type[InvalidSpecification]) -> None:
+    def __init__(
+        self, where: str, error: type[InvalidSpecification], *, quiet: bool = False
+    ) -> None:
         self.where = where
         self.error = error
         self.items: list[str] = []
+        # quiet: no log lines for legal oddities (the per-point checks of a patch repeat
+        # what the background's own validation already logged once)
+        self.quiet = quiet
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if not self.quiet:
+            log.log(level, msg, *args)
 
     def add(self, parts: Sequence[str | int], text: str) -> None:
         self.items.append(f"{json_path(parts)}: {text}")
@@ -491,9 +515,13 @@ class _Problems:
 
 
 def _non_finite(obj: Any, parts: list[str | int]) -> Iterator[tuple[list[str | int], float]]:
-    """Yield (path, value) of every NaN or infinite float anywhere in a JSON document."""
+    """Yield (path, value) of every NaN or infinite number anywhere in a JSON document
+    (an integer too large for a float64 counts as infinite)."""
     if isinstance(obj, float):
         if not math.isfinite(obj):
+            yield list(parts), obj
+    elif isinstance(obj, int) and not isinstance(obj, bool):
+        if not -_FLOAT_MAX <= obj <= _FLOAT_MAX:
             yield list(parts), obj
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
@@ -511,7 +539,7 @@ def _check_finite(doc: Any, problems: _Problems, prefix: Sequence[str | int] = (
     for parts, value in _non_finite(doc, list(prefix)):
         problems.add(
             parts,
-            f"non-finite number {value!r}; every yield, uncertainty and setting must be "
+            f"non-finite number {_short(value, 40)}; every yield, uncertainty and setting must be "
             "a finite number (regenerate the file without NaN/inf)",
         )
 
@@ -579,6 +607,12 @@ class _Param:
         self.first = first
         self.channels = {channel}
 
+    def copy(self) -> _Param:
+        new = _Param.__new__(_Param)
+        new.types, new.size, new.first = set(self.types), self.size, self.first
+        new.channels = set(self.channels)
+        return new
+
 
 def _check_channels(spec: Mapping[str, Any], problems: _Problems) -> dict[str, _Param]:
     channels = spec["channels"]
@@ -611,7 +645,8 @@ def _check_channels(spec: Mapping[str, Any], problems: _Problems) -> dict[str, _
         if obs["name"] not in channel_names:
             # Legal, and common: signal patches remove validation-region channels and
             # leave their observations behind (sbottom); pyhf ignores them too.
-            log.info(
+            problems.log(
+                logging.INFO,
                 "%s: %s: observation %r has no channel of that name; it is ignored",
                 problems.where,
                 json_path(["observations", j, "name"]),
@@ -720,7 +755,8 @@ def _check_sample(
                 ):
                     negative = [b for b, v in enumerate(data[key]) if v < 0]
                     if negative:
-                        log.warning(
+                        problems.log(
+                            logging.WARNING,
                             "%s: %s: %s has negative %s in bin(s) %s (legal, but the "
                             "interpolated yield may become negative)",
                             problems.where,
@@ -784,8 +820,17 @@ def _check_measurements(
     *,
     require_poi: bool,
     measurement: str | None,
+    only: frozenset[str] | None = None,
 ) -> None:
+    """Checks of the measurements against the parameters ``params`` of the modifiers.
+
+    ``only``: the checks that involve these parameter names only (the names a patch adds
+    to, or changes in, a background whose measurements already passed in full).
+    """
     measurements = spec["measurements"]
+    if only is not None:
+        _check_measurements_of(measurements, params, problems, require_poi, measurement, only)
+        return
     names = [m["name"] for m in measurements]
     for name, idx in _duplicates(names).items():
         problems.add(
@@ -799,47 +844,72 @@ def _check_measurements(
         )
 
     for i, meas in enumerate(measurements):
-        mparts: list[str | int] = ["measurements", i, "config"]
-        config = meas["config"]
-        settings = config["parameters"]
+        settings = meas["config"]["parameters"]
         for pname, idx in _duplicates([p["name"] for p in settings]).items():
             problems.add(
-                [*mparts, "parameters", idx[1], "name"],
+                ["measurements", i, "config", "parameters", idx[1], "name"],
                 f"parameter {pname!r} is configured twice in measurement {meas['name']!r} "
                 f"(entries {idx}); merge the settings",
             )
+    _check_measurements_of(measurements, params, problems, require_poi, measurement, None)
+
+
+def _check_measurements_of(
+    measurements: Sequence[Mapping[str, Any]],
+    params: Mapping[str, _Param],
+    problems: _Problems,
+    require_poi: bool,
+    measurement: str | None,
+    only: frozenset[str] | None,
+) -> None:
+    for i, meas in enumerate(measurements):
+        mparts: list[str | int] = ["measurements", i, "config"]
+        config = meas["config"]
+        settings = config["parameters"]
         for j, setting in enumerate(settings):
-            _check_setting(
-                setting, [*mparts, "parameters", j], meas["name"], config["poi"], params, problems
-            )
+            if only is None or setting["name"] in only:
+                _check_setting(
+                    setting,
+                    [*mparts, "parameters", j],
+                    meas["name"],
+                    config["poi"],
+                    params,  # type: ignore[arg-type]
+                    problems,
+                )
 
-        if "lumi" in params and not any(
-            p["name"] == "lumi" and "auxdata" in p and "sigmas" in p for p in settings
-        ):
+        if "lumi" in params and (only is None or "lumi" in only):
+            lumi = [p for p in settings if p["name"] == "lumi"]
+            missing = [
+                k for k in ("inits", "bounds", "auxdata", "sigmas") if not lumi or k not in lumi[0]
+            ]
+            if missing:
+                problems.add(
+                    [*mparts, "parameters", *([settings.index(lumi[0])] if lumi else [])],
+                    f"measurement {meas['name']!r}: lumi parameter 'lumi' needs inits, bounds, "
+                    f"auxdata and sigmas in the measurement's parameter settings (missing: "
+                    f"{', '.join(missing)}), e.g. "
+                    '{"name": "lumi", "auxdata": [1.0], "sigmas": [0.017], '
+                    '"bounds": [[0.9, 1.1]], "inits": [1.0]}',
+                )
+
+        poi = config["poi"]
+        if only is not None and poi not in only:
+            continue
+        info = params.get(poi)
+        used = measurement is None or meas["name"] == measurement
+        if used and info is not None and (info.size != 1 or info.types & _VECTOR_TYPES):
             problems.add(
-                [*mparts, "parameters"],
-                f"measurement {meas['name']!r} has no setting for parameter 'lumi' with "
-                "auxdata and sigmas, but the workspace has a lumi modifier; add "
-                '{"name": "lumi", "auxdata": [1.0], "sigmas": [<relative uncertainty>]}',
+                [*mparts, "poi"],
+                f"POI {poi!r} of measurement {meas['name']!r} is a {sorted(info.types)} "
+                f"parameter of size {info.size}; the POI must be a scalar (a normfactor)",
             )
-
-        check_poi = require_poi and (measurement is None or meas["name"] == measurement)
-        if check_poi:
-            poi = config["poi"]
-            info = params.get(poi)
-            if info is None:
-                problems.add(
-                    [*mparts, "poi"],
-                    f"POI {poi!r} of measurement {meas['name']!r} is not the name of any "
-                    "modifier; add a normfactor of that name to the signal sample (a "
-                    "background-only workspace needs a signal patch first)",
-                )
-            elif info.size != 1:
-                problems.add(
-                    [*mparts, "poi"],
-                    f"POI {poi!r} of measurement {meas['name']!r} is a {sorted(info.types)} "
-                    f"parameter of size {info.size}; the POI must be a scalar (a normfactor)",
-                )
+        elif used and require_poi and info is None:
+            problems.add(
+                [*mparts, "poi"],
+                f"POI {poi!r} of measurement {meas['name']!r} is not the name of any "
+                "modifier; add a normfactor of that name to the signal sample (a "
+                "background-only workspace needs a signal patch first)",
+            )
 
 
 def _check_setting(
@@ -855,7 +925,7 @@ def _check_setting(
     if info is None:
         # The POI of a background-only workspace is configured before a signal patch
         # adds its normfactor: expected, so only worth a debug line.
-        log.log(
+        problems.log(
             logging.DEBUG if pname == poi else logging.WARNING,
             "%s: %s: measurement %r configures parameter %r, which no modifier uses; "
             "the setting is ignored",
@@ -1000,15 +1070,26 @@ def _check_patch_ops(patch_ops: Any, where: str, prefix: Sequence[str | int]) ->
     _check_patch_samples(patch_ops, where, prefix)
 
 
-def validate_patch(patch_ops: Any, *, source: str | None = None) -> None:
+def validate_patch(
+    patch_ops: Any,
+    *,
+    source: str | None = None,
+    bkgonly: Mapping[str, Any] | None = None,
+) -> None:
     """Validate an RFC 6902 JSON patch (a list of operations) meant for a workspace.
 
-    Checks the operations against the patch schema (``op`` among add / remove / replace /
-    move / copy / test, a JSON-pointer ``path``, ``value`` or ``from`` as the operation
-    needs), that every number is finite, and that a value added or replaced at a
-    workspace location (a channel, sample, modifier, observation, measurement or
-    parameter setting) has that element's schema.  Whether the patch *applies* to a
-    given workspace is checked by :func:`likelihood.apply_patch`.
+    Without ``bkgonly``: checks the operations against the patch schema (``op`` among add /
+    remove / replace / move / copy / test, a JSON-pointer ``path``, ``value`` or ``from``
+    as the operation needs), that every number is finite, that a value added or replaced
+    at a workspace location (a channel, sample, modifier, observation, measurement or
+    parameter setting) has that element's schema, and that the samples it adds are sound
+    on their own (bin counts within the sample, yields and uncertainties >= 0, normsys
+    factors > 0).
+
+    With ``bkgonly``: checks that the patch applies to that workspace and that the patched
+    workspace is valid, and raises exactly what ``compile(apply_patch(bkgonly, patch_ops,
+    source=source))`` raises (same exception type and message), through the fast path of
+    :class:`PatchTarget` when the patch only adds samples and removes channels.
 
     Parameters
     ----------
@@ -1016,13 +1097,119 @@ def validate_patch(patch_ops: Any, *, source: str | None = None) -> None:
         The operations.
     source : str, optional
         Name of the patch in error messages (file or patch name).
+    bkgonly : mapping, optional
+        The (valid) background-only workspace the patch is meant for.
+
+    Raises
+    ------
+    InvalidPatch
+        The patch is malformed or does not apply.
+    InvalidWorkspace
+        With ``bkgonly``: the patched workspace is invalid (e.g. a negative signal yield).
+    """
+    if bkgonly is not None:
+        PatchTarget(bkgonly).check(patch_ops, source=source)
+        return
+    where = f"patch {source}" if source else "patch"
+    _check_patch_ops(patch_ops, where, ())
+
+
+def _value_key(v: Any) -> tuple[str, Any]:
+    # 300 and 300.0 are the same point; "300" (a string label value) is not
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return ("n", float(v))
+    return ("s", json.dumps(v))
+
+
+def _envelope(patchset: Any) -> Any:
+    """``patchset`` with every patch emptied: for the schema of the envelope alone."""
+    if not isinstance(patchset, Mapping) or not isinstance(patchset.get("patches"), list):
+        return patchset
+    patches = [
+        {**p, "patch": []} if isinstance(p, Mapping) and "patch" in p else p
+        for p in patchset["patches"]
+    ]
+    return {**patchset, "patches": patches}
+
+
+def validate_patchset_points(patchset: Any, *, source: str | None = None) -> None:
+    """The points of a patchset, without its schema: what a scan needs to trust.
+
+    A mapping with ``/metadata/labels`` (a list of unique strings) and a ``/patches``
+    list; each patch has a string ``metadata.name`` and one ``metadata.values`` entry per
+    label (strings or finite numbers); patch names are unique and so are value tuples
+    (``300`` and ``300.0`` are the same value).  The operations are not looked at (each
+    goes through :class:`PatchTarget` / ``Background.with_patch`` when it is used), nor
+    the rest of the metadata (see :func:`validate_patchset`).
 
     Raises
     ------
     InvalidPatch
     """
-    where = f"patch {source}" if source else "patch"
-    _check_patch_ops(patch_ops, where, ())
+    _check_points(patchset, f"patchset {source}" if source else "patchset")
+
+
+def _check_points(patchset: Any, where: str) -> None:
+    metadata = patchset.get("metadata") if isinstance(patchset, Mapping) else None
+    items = patchset.get("patches") if isinstance(patchset, Mapping) else None
+    if not isinstance(metadata, Mapping) or not isinstance(items, list):
+        raise InvalidPatch(
+            f"{where}: not a pyhf PatchSet (needs /metadata and a /patches list); give the "
+            "patchset.json published with the BkgOnly.json, or one made by recastkit make-patch"
+        )
+    labels = metadata.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise InvalidPatch(f"{where}: /metadata/labels must be a list of names, got {labels!r:.80}")
+    problems = _Problems(where, InvalidPatch)
+    for name, idx in _duplicates(labels).items():
+        problems.add(
+            ["metadata", "labels", idx[1]],
+            f"duplicate label {name!r} (labels {idx}); labels name the coordinates of a point",
+        )
+    names: list[Any] = []
+    keyed: list[Any] = []
+    for i, patch in enumerate(items):
+        meta = patch.get("metadata") if isinstance(patch, Mapping) else None
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if not isinstance(name, str):
+            problems.add(["patches", i, "metadata", "name"], "the patch has no name")
+            names.append(object())
+            keyed.append(object())
+            continue
+        names.append(name)
+        values = meta.get("values")  # type: ignore[union-attr]
+        if not isinstance(values, list) or not all(
+            isinstance(v, str) or _fast_number(v) for v in values
+        ):
+            problems.add(
+                ["patches", i, "metadata", "values"],
+                f"values of patch {name!r} must be a list of numbers or strings, got "
+                f"{_short(values)}",
+            )
+            keyed.append(object())
+        elif len(values) != len(labels):
+            problems.add(
+                ["patches", i, "metadata", "values"],
+                f"patch {name!r} has {len(values)} value(s) {_short(values)} but the patchset "
+                f"has {len(labels)} label(s) {labels}; give one value per label",
+            )
+            keyed.append(object())
+        else:
+            keyed.append(tuple(_value_key(v) for v in values))
+    for name, idx in _duplicates(names).items():
+        problems.add(
+            ["patches", idx[1], "metadata", "name"],
+            f"duplicate patch name {name!r} (patches {idx[:5]}); patch names must be unique",
+        )
+    for _key, idx in _duplicates(keyed).items():
+        which = " and ".join(f"{j} {names[j]!r}" for j in idx[:5])
+        more = f" (and {len(idx) - 5} more)" if len(idx) > 5 else ""
+        problems.add(
+            ["patches", idx[1], "metadata", "values"],
+            f"duplicate values {items[idx[1]]['metadata']['values']} of patches {which}{more} "
+            f"(labels {labels}); every point needs its own values: remove or rename one",
+        )
+    problems.raise_if_any()
 
 
 def validate_patchset(
@@ -1030,14 +1217,17 @@ def validate_patchset(
     *,
     source: str | None = None,
     bkgonly: Mapping[str, Any] | None = None,
+    patches: bool = True,
 ) -> None:
-    """Validate a pyhf-style PatchSet (format 1.0.0), and its digest against a BkgOnly.
+    """Validate a pyhf-style PatchSet (format 1.0.0), and its patches against a BkgOnly.
 
     Checks the schema (metadata with description, digests.sha256, labels, references;
     patches with a ``metadata.name`` matching ``^[a-zA-Z0-9_]+$`` and one value per label),
-    unique patch names and unique value tuples, every patch (see :func:`validate_patch`),
-    and, when ``bkgonly`` is given, that ``metadata.digests`` equal the digests of that
-    background-only workspace (:func:`likelihood.spec.digest`).
+    unique labels, unique patch names and unique value tuples (``300`` and ``300.0`` are
+    the same value), and, when ``bkgonly`` is given, that ``metadata.digests`` equal the
+    digests of that background-only workspace (:func:`likelihood.spec.digest`).  Then
+    every patch: without ``bkgonly`` as :func:`validate_patch` does; with ``bkgonly``
+    every patched workspace, as ``validate_patch(ops, bkgonly=bkgonly)`` does.
 
     Parameters
     ----------
@@ -1047,55 +1237,32 @@ def validate_patchset(
         Name of the patchset in error messages (usually its file path).
     bkgonly : mapping, optional
         The background-only workspace the patchset is meant for.
+    patches : bool, default True
+        Check the operations of every patch.  ``False`` checks the envelope only (metadata,
+        names, values, digest, and that each patch is a list of operations), for callers
+        that check each patch when they use it (``recast.scan``: one ``invalid_patch`` row
+        per bad patch).
 
     Raises
     ------
     InvalidPatch
+        The patchset or one of its patches is invalid.  With ``bkgonly``, a patch whose
+        patched workspace is invalid raises :class:`InvalidWorkspace`; the message is
+        that of ``compile(apply_patch(...))``, after the patchset and the patch name.
     """
     where = f"patchset {source}" if source else "patchset"
-    fast = _fast_patchset(patchset)
-    if not fast:
-        _schema_check(patchset, "patchset", where=where, error=InvalidPatch)
-    problems = _Problems(where, InvalidPatch)
-    labels = patchset["metadata"]["labels"]
-    patches = patchset["patches"]
-
-    for name, idx in _duplicates(labels).items():
-        problems.add(
-            ["metadata", "labels", idx[1]],
-            f"duplicate label {name!r} (labels {idx}); labels name the coordinates of a point",
+    # with bkgonly, the operations go through the reference path of each patch (same
+    # message as compile(apply_patch)); without, through the patch schema here
+    envelope_only = not patches or bkgonly is not None
+    if not _fast_patchset(patchset, patches=not envelope_only):
+        _schema_check(
+            _envelope(patchset) if envelope_only else patchset,
+            "patchset",
+            where=where,
+            error=InvalidPatch,
         )
-    for i, patch in enumerate(patches):
-        values = patch["metadata"]["values"]
-        if len(values) != len(labels):
-            problems.add(
-                ["patches", i, "metadata", "values"],
-                f"patch {patch['metadata']['name']!r} has {len(values)} value(s) "
-                f"{_short(values)} but the patchset has {len(labels)} label(s) {labels}; "
-                "give one value per label",
-            )
-    for name, idx in _duplicates([p["metadata"]["name"] for p in patches]).items():
-        problems.add(
-            ["patches", idx[1], "metadata", "name"],
-            f"duplicate patch name {name!r} (patches {idx[:5]}); patch names must be unique",
-        )
-    keyed = [tuple(json.dumps(v) for v in p["metadata"]["values"]) for p in patches]
-    for key, idx in _duplicates(keyed).items():
-        values = [json.loads(v) for v in key]
-        problems.add(
-            ["patches", idx[1], "metadata", "values"],
-            f"duplicate values {values} (patches {idx[:5]}: "
-            f"{[patches[j]['metadata']['name'] for j in idx[:5]]}); every point needs its own "
-            "values",
-        )
-    problems.raise_if_any()
-
-    for i, patch in enumerate(patches if not fast else ()):
-        _check_patch_ops(
-            patch["patch"],
-            f"{where}, patch {patch['metadata']['name']!r}",
-            ["patches", i, "patch"],
-        )
+    _check_points(patchset, where)
+    items = patchset["patches"]
 
     if bkgonly is not None:
         for algorithm, expected in patchset["metadata"]["digests"].items():
@@ -1106,3 +1273,369 @@ def validate_patchset(
                     f"background-only workspace with {algorithm} {expected}, but the given "
                     f"one has {actual}; use the BkgOnly.json published with this patchset"
                 )
+    if not patches:
+        return
+    target = PatchTarget(bkgonly) if bkgonly is not None else None
+    for i, patch in enumerate(items):
+        name = patch["metadata"]["name"]
+        if target is None:
+            _check_patch_ops(patch["patch"], f"{where}, patch {name!r}", ["patches", i, "patch"])
+            continue
+        try:
+            target.check(patch["patch"], source=name)
+        except InvalidSpecification as err:
+            raise type(err)(f"{where}, /patches/{i} ({name!r}): {err}") from err
+
+
+# --------------------------------------------------------------------------------------
+# the fast path of patches applied to one background
+
+
+_NUMBER_TYPES = frozenset({float, int})
+
+
+def _fast_finite_list(seq: Any, n: int) -> bool:
+    """True only if ``seq`` is a list of ``n`` finite JSON numbers (no bool, no str).
+
+    With every item a float64, the sum is finite only if every item is (a huge but
+    finite sum that overflows only makes the answer a conservative False)."""
+    if type(seq) is not list or len(seq) != n:
+        return False
+    types = set(map(type, seq))
+    if not types <= _NUMBER_TYPES:
+        return False
+    if int in types and not all(-_FLOAT_MAX <= x <= _FLOAT_MAX for x in seq):
+        return False
+    return math.isfinite(sum(seq))
+
+
+def _fast_finite_nonneg(seq: Any, n: int) -> bool:
+    """As :func:`_fast_finite_list`, and every item >= 0."""
+    return _fast_finite_list(seq, n) and min(seq) >= 0
+
+
+def _fast_positive(x: Any) -> bool:
+    t = type(x)
+    return (t is float or t is int) and 0 < x <= _FLOAT_MAX
+
+
+def _fast_added_sample(
+    sample: Any,
+    cname: str,
+    nbins: int,
+    params: Mapping[str, _Param],
+    changed: dict[str, tuple[set[str], int, set[str]]],
+) -> bool:
+    """True only if ``sample``, added to channel ``cname`` of a valid background whose
+    modifiers declare ``params``, passes the schema and every check of
+    :func:`_check_sample`.  Parameters it adds or changes go into ``changed``
+    (name -> (types, size, channels)).  One pass, no messages: on False the reference
+    path reports the problem."""
+    if type(sample) is not dict or sample.keys() != _K_SAMPLE:
+        return False
+    name, mods = sample["name"], sample["modifiers"]
+    if type(name) is not str or not name or type(mods) is not list:
+        return False
+    if not _fast_finite_nonneg(sample["data"], nbins):
+        return False
+    seen: set[tuple[str, str]] = set()
+    for m in mods:
+        if type(m) is not dict or m.keys() != _K_MOD:
+            return False
+        mname, mtype, data = m["name"], m["type"], m["data"]
+        if type(mname) is not str or not mname or (mname, mtype) in seen:
+            return False
+        seen.add((mname, mtype))
+        if mtype == "normsys":
+            if (
+                type(data) is not dict
+                or data.keys() != _K_NORMSYS
+                or not _fast_positive(data["hi"])
+                or not _fast_positive(data["lo"])
+            ):
+                return False
+        elif mtype == "histosys":
+            if (
+                type(data) is not dict
+                or data.keys() != _K_HISTOSYS
+                or not _fast_finite_list(data["hi_data"], nbins)
+                or not _fast_finite_list(data["lo_data"], nbins)
+            ):
+                return False
+        elif mtype == "staterror" or mtype == "shapesys":
+            if not _fast_finite_nonneg(data, nbins):
+                return False
+        elif mtype == "normfactor" or mtype == "shapefactor":
+            if data is not None:
+                return False
+        elif mtype == "lumi":
+            if data is not None or mname != "lumi":
+                return False
+        else:
+            return False
+        size = nbins if mtype in _VECTOR_TYPES else 1
+        entry = changed.get(mname)
+        if entry is None:
+            known = params.get(mname)
+            if known is None:
+                changed[mname] = ({mtype}, size, {cname})
+                continue
+            entry = (known.types, known.size, known.channels)
+        types, ksize, channels = entry
+        if mtype in types and mtype != "shapesys" and (mtype != "staterror" or cname in channels):
+            if ksize != size:
+                return False
+            if cname not in channels:
+                changed[mname] = (types, ksize, channels | {cname})
+            continue
+        new = types | {mtype}
+        if len(new) > 1 and not any(new <= group for group in _COMPATIBLE_TYPES):
+            return False
+        if ksize != size or mtype == "staterror" or mtype == "shapesys":
+            return False
+        changed[mname] = (new, ksize, channels | {cname})
+    return True
+
+
+class AddedSample(NamedTuple):
+    """A sample that a patch adds to a channel of the background."""
+
+    channel: int  # index of the channel in the background's JSON
+    sample: Mapping[str, Any]  # the sample (checked: schema, finite, semantics)
+    op: int  # index of the operation in the patch
+
+
+class PatchPlan(NamedTuple):
+    """What a valid add-samples / remove-channels patch does to its background.
+
+    ``kept``: background channel indices that remain, in the patched JSON order;
+    ``added``: the samples it adds to kept channels, in operation order; ``removed``:
+    whether any channel was removed.
+    """
+
+    kept: tuple[int, ...]
+    added: tuple[AddedSample, ...]
+    removed: bool
+
+
+_K_OP_ADD = frozenset({"op", "path", "value"})
+
+
+class PatchTarget:
+    """A background-only workspace that patches are checked against, fast.
+
+    The one place that knows how a signal patch (``add`` of samples to channels,
+    ``remove`` of whole channels: what HEPData patchsets and ``make-patch`` contain) acts
+    on a workspace.  :meth:`plan` accepts a patch only if the patched workspace is valid
+    (schema and semantics) without building or re-validating it: the background is
+    checked once here, each added sample with the checks of :func:`validate_workspace`
+    in the context of the background's channels and parameters.  Anything else (another
+    operation, a patch that does not apply, any problem) gives ``None``, and
+    :meth:`check` / :class:`likelihood.Background` take the reference path (jsonpatch,
+    then :func:`validate_workspace` of the patched workspace), which raises the precise
+    error.  So the fast path can only accept, never reject, and every path rejects with
+    the same exception and message.
+
+    Parameters
+    ----------
+    bkgonly : mapping
+        The background-only workspace.  If it is not valid, :meth:`plan` always returns
+        ``None`` (the reference path then reports the problem).
+    """
+
+    def __init__(self, bkgonly: Mapping[str, Any]) -> None:
+        self.spec = bkgonly
+        self._ok = _fast_workspace(bkgonly)
+        self._params: dict[str, _Param] = {}
+        if not self._ok:
+            return
+        problems = _Problems("", InvalidWorkspace, quiet=True)
+        self._params = _check_channels(bkgonly, problems)
+        _check_measurements(bkgonly, self._params, problems, require_poi=False, measurement=None)
+        self._ok = not problems.items
+        channels = bkgonly["channels"]
+        obs = {}
+        for o in bkgonly["observations"]:
+            obs.setdefault(o["name"], len(o["data"]))
+        self._names = [c["name"] for c in channels]
+        self._nbins = [obs.get(c["name"], 0) for c in channels]
+        self._samples = [[s["name"] for s in c["samples"]] for c in channels]
+        # per channel: the parameters its modifiers declare (types, size)
+        self._by_channel: list[dict[str, tuple[frozenset[str], int]]] = []
+        for c, nb in zip(channels, self._nbins, strict=True):
+            found: dict[str, set[str]] = {}
+            for sample in c["samples"]:
+                for m in sample["modifiers"]:
+                    found.setdefault(m["name"], set()).add(m["type"])
+            self._by_channel.append(
+                {
+                    name: (frozenset(types), nb if types & _VECTOR_TYPES else 1)
+                    for name, types in found.items()
+                }
+            )
+
+    def _kept_params(self, kept: Sequence[int]) -> dict[str, _Param]:
+        """The parameters of the background restricted to the channels ``kept``."""
+        out: dict[str, _Param] = {}
+        for ci in kept:
+            cname = self._names[ci]
+            for name, (types, size) in self._by_channel[ci].items():
+                info = out.get(name)
+                if info is None:
+                    info = out[name] = _Param("", size, [], cname)
+                    info.types = set(types)
+                else:
+                    info.types |= types
+                    info.channels.add(cname)
+        return out
+
+    def plan(self, patch_ops: Any) -> PatchPlan | None:
+        """The effect of a valid add-samples / remove-channels patch, or ``None``.
+
+        ``None`` means: not such a patch, or it does not apply, or the patched workspace
+        is invalid; the caller must take the reference path.  Never raises.
+        """
+        if not self._ok or type(patch_ops) is not list:
+            return None
+        current = list(range(len(self._names)))
+        counts = [len(x) for x in self._samples]
+        names: dict[int, set[str]] = {}
+        added: list[AddedSample] = []
+        removed = False
+        for i, op in enumerate(patch_ops):
+            if type(op) is not dict:
+                return None
+            kind, path = op.get("op"), op.get("path")
+            if type(path) is not str:
+                return None
+            if kind == "add" and op.keys() == _K_OP_ADD:
+                m = SAMPLE_ADD_PATH.match(path)
+                if m is None or int(m[1]) >= len(current):
+                    return None
+                ci = current[int(m[1])]
+                if m[2] != "-" and int(m[2]) > counts[ci]:
+                    return None
+                sample = op["value"]
+                if type(sample) is not dict or type(sample.get("name")) is not str:
+                    return None
+                have = names.get(ci)
+                if have is None:
+                    have = names[ci] = set(self._samples[ci])
+                if sample["name"] in have:
+                    return None
+                have.add(sample["name"])
+                counts[ci] += 1
+                added.append(AddedSample(ci, sample, i))
+            elif kind == "remove" and op.keys() == _K_OP:
+                m = CHANNEL_REMOVE_PATH.match(path)
+                if m is None or int(m[1]) >= len(current):
+                    return None
+                current.pop(int(m[1]))
+                removed = True
+            else:
+                return None
+        if not current:
+            return None
+        kept = set(current)
+        plan = PatchPlan(tuple(current), tuple(a for a in added if a.channel in kept), removed)
+        # the parameters of the kept channels (removing channels only drops parameters
+        # and types: it cannot make a valid background invalid)
+        params = self._kept_params(plan.kept) if removed else self._params
+        changed: dict[str, tuple[set[str], int, set[str]]] = {}
+        for a in plan.added:
+            if not _fast_added_sample(
+                a.sample, self._names[a.channel], self._nbins[a.channel], params, changed
+            ):
+                return None
+        if changed:
+            # the measurement settings of the parameters the patch adds or changes
+            params = dict(params)
+            for pname, (types, size, channels) in changed.items():
+                info = params[pname].copy() if pname in params else _Param("", size, [], "")
+                info.types, info.size, info.channels = set(types), size, set(channels)
+                params[pname] = info
+            problems = _Problems("", InvalidWorkspace, quiet=True)
+            _check_measurements(
+                self.spec,
+                params,
+                problems,
+                require_poi=False,
+                measurement=None,
+                only=frozenset(changed),
+            )
+            if problems.items:
+                return None
+        return plan
+
+    def _apply(self, plan: PatchPlan | None, patch_ops: Sequence[Any]) -> dict[str, Any]:
+        """The patched workspace of an applicable add-samples / remove-channels patch:
+        shallow copies, only the touched channels are copied (equal to jsonpatch's)."""
+        ws = dict(self.spec)
+        channels = list(ws["channels"])
+        for op in patch_ops:
+            path = op["path"]
+            if op["op"] == "remove":
+                del channels[int(path.rsplit("/", 1)[1])]
+                continue
+            m = SAMPLE_ADD_PATH.match(path)
+            assert m is not None
+            i = int(m[1])
+            ch = dict(channels[i])
+            samples = list(ch["samples"])
+            if m[2] == "-":
+                samples.append(op["value"])
+            else:
+                samples.insert(int(m[2]), op["value"])
+            ch["samples"] = samples
+            channels[i] = ch
+        ws["channels"] = channels
+        return ws
+
+    def apply(self, patch_ops: Sequence[Any], *, source: str | None = None) -> dict[str, Any]:
+        """The patched workspace: :func:`likelihood.apply_patch` (same result, same
+        errors), with shallow copies when the patch only adds samples / removes channels
+        and applies.  Not validated: see :meth:`check`."""
+        if self._applicable(patch_ops):
+            return self._apply(None, patch_ops)
+        return apply_patch(self.spec, patch_ops, source=source)
+
+    def _applicable(self, patch_ops: Any) -> bool:
+        if type(patch_ops) is not list or type(self.spec.get("channels")) is not list:
+            return False
+        counts = [
+            len(c["samples"]) if type(c) is dict and type(c.get("samples")) is list else -1
+            for c in self.spec["channels"]
+        ]
+        for op in patch_ops:
+            if type(op) is not dict or type(op.get("path")) is not str:
+                return False
+            if op.get("op") == "add" and op.keys() == _K_OP_ADD:
+                m = SAMPLE_ADD_PATH.match(op["path"])
+                if m is None or int(m[1]) >= len(counts) or counts[int(m[1])] < 0:
+                    return False
+                k = int(m[1])
+                if m[2] != "-" and int(m[2]) > counts[k]:
+                    return False
+                counts[k] += 1
+            elif op.get("op") == "remove" and op.keys() == _K_OP:
+                m = CHANNEL_REMOVE_PATH.match(op["path"])
+                if m is None or int(m[1]) >= len(counts):
+                    return False
+                counts.pop(int(m[1]))
+            else:
+                return False
+        return True
+
+    def check(self, patch_ops: Any, *, source: str | None = None) -> None:
+        """Raise what ``compile(apply_patch(bkgonly, patch_ops, source=source))`` raises.
+
+        Raises
+        ------
+        InvalidPatch
+            The patch does not apply.
+        InvalidWorkspace
+            The patched workspace is invalid.
+        """
+        if self.plan(patch_ops) is not None:
+            return
+        validate_workspace(apply_patch(self.spec, patch_ops, source=source))

@@ -284,7 +284,10 @@ def _evaluate_point(
             "the patch adds no signal (the patched model has no parameter of interest), "
             f"so the point is not sensitive: {err}"
         )
-    except core.InvalidPatch as err:
+    except getattr(core, "InvalidSpecification", core.InvalidPatch) as err:
+        # the background compiled, so an invalid specification here is the patch's: it
+        # does not apply (InvalidPatch) or the patched workspace is invalid
+        # (InvalidWorkspace, with the JSON path and the value)
         row["status"] = "invalid_patch"
         row["message"] = _one_line(str(err))
     except Exception as err:  # a failing point never stops the scan

@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from likelihood.errors import LikelihoodError
+from likelihood.validate import CHANNEL_REMOVE_PATH as _REMOVE_CHANNEL_RE
+from likelihood.validate import SAMPLE_ADD_PATH as _ADD_SAMPLE_RE
 from recast._io import atomic_write_text
 from recast.errors import MappingError, RecastError, YieldsError
 from recast.yields import (
@@ -62,8 +64,6 @@ log = logging.getLogger(__name__)
 MCSTAT_MODES: tuple[str, ...] = ("staterror", "none")
 
 _IDENTIFIER_RE = re.compile(r"^[a-zA-Z0-9_]+$")
-_ADD_SAMPLE_RE = re.compile(r"^/channels/(\d+)/samples/(\d+|-)$")
-_REMOVE_CHANNEL_RE = re.compile(r"^/channels/(\d+)$")
 _HEPDATA_RE = re.compile(r"^(?:ins)?(\d{7})$")
 _MISSING = object()
 
@@ -973,42 +973,6 @@ def _point_yields(
     return _PointYields(data, stat, sys)
 
 
-def _apply_fast(
-    bkg: Mapping[str, Any], ops: Sequence[Mapping[str, Any]], name: str
-) -> dict[str, Any]:
-    """Apply our own operations with shallow copies (only touched channels are copied).
-
-    Falls back to :func:`likelihood.apply_patch` for any other operation.
-    """
-    from likelihood import apply_patch
-
-    ws = dict(bkg)
-    channels = list(ws["channels"])
-    for op in ops:
-        m_add = _ADD_SAMPLE_RE.match(op["path"]) if op["op"] == "add" else None
-        m_rm = _REMOVE_CHANNEL_RE.match(op["path"]) if op["op"] == "remove" else None
-        if m_add:
-            i = int(m_add.group(1))
-            ch = dict(channels[i])
-            samples = list(ch["samples"])
-            j = m_add.group(2)
-            if j == "-":
-                samples.append(op["value"])
-            else:
-                if int(j) > len(samples):
-                    ws["channels"] = channels
-                    return apply_patch(bkg, ops, source=name)  # let jsonpatch report it
-                samples.insert(int(j), op["value"])
-            ch["samples"] = samples
-            channels[i] = ch
-        elif m_rm:
-            del channels[int(m_rm.group(1))]
-        else:
-            return apply_patch(bkg, ops, source=name)
-    ws["channels"] = channels
-    return ws
-
-
 VALIDATE_MODES: tuple[str, ...] = ("fast", "full", "none")
 
 
@@ -1020,48 +984,36 @@ def _validate(
     mode: str,
     progress: bool,
 ) -> None:
-    """Validate a generated PatchSet before it is returned (and written).
+    """Validate a generated PatchSet before it is returned (and written), through the
+    validation boundary (:mod:`likelihood.validate`).
 
-    ``fast``: PatchSet schema and digest; every patch's operations against the JSON Patch
-    schema; every added sample has the channel's bin count and finite, non-negative data;
-    the first patch applied with jsonpatch and the patched workspace fully validated.
+    ``fast``: PatchSet schema, points and digest; every patch against the background
+    (:class:`likelihood.validate.PatchTarget`: each added sample checked in the context of
+    its channel and of the background's parameters; a bad one raises what
+    ``compile(apply_patch(bkg, patch))`` raises, with the JSON path and the value).
     ``full``: in addition, every patched workspace fully validated (schema + semantics).
     """
-    from likelihood import apply_patch, validate_patch, validate_patchset, validate_workspace
+    from likelihood.errors import InvalidSpecification
+    from likelihood.validate import PatchTarget, validate_patchset, validate_workspace
 
     if mode == "none":
         return
-    validate_patchset(patchset, source="generated patchset", bkgonly=bkg)
-    patches = patchset["patches"]
-    nbins = [len(c["samples"][0]["data"]) if c.get("samples") else 0 for c in bkg["channels"]]
-    first = patches[0]
-    ref = apply_patch(bkg, first["patch"], source=first["metadata"]["name"])
-    fast = _apply_fast(bkg, first["patch"], first["metadata"]["name"])
-    if json.dumps(ref, sort_keys=True) != json.dumps(fast, sort_keys=True):  # pragma: no cover
-        raise RecastError("internal error: fast patch application differs from jsonpatch")
-    validate_workspace(ref, source=f"{bkg_source} + patch {first['metadata']['name']}")
-    iterator: Iterable[Any] = patches
+    validate_patchset(patchset, source="generated patchset", bkgonly=bkg, patches=False)
+    target = PatchTarget(bkg)
+    iterator: Iterable[Any] = patchset["patches"]
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(patches, desc="validate", unit="patch")
+        iterator = tqdm(iterator, desc="validate", unit="patch")
     for p in iterator:
         name = p["metadata"]["name"]
-        validate_patch(p["patch"], source=name)
-        for k, op in enumerate(p["patch"]):
-            m = _ADD_SAMPLE_RE.match(op["path"]) if op["op"] == "add" else None
-            if not m:
-                continue
-            data = np.asarray(op["value"]["data"], dtype=float)
-            n = nbins[int(m.group(1))]
-            if data.shape != (n,) or not np.all(np.isfinite(data)) or np.any(data < 0):
-                raise YieldsError(
-                    f"patch {name}, operation {k} ({op['path']}): signal data {data.tolist()[:6]} must be "
-                    f"{n} finite non-negative numbers"
-                )
-        if mode == "full" and p is not first:
+        try:
+            target.check(p["patch"], source=name)
+        except InvalidSpecification as err:
+            raise type(err)(f"{bkg_source} + patch {name}: {err}") from err
+        if mode == "full":
             validate_workspace(
-                _apply_fast(bkg, p["patch"], name), source=f"{bkg_source} + patch {name}"
+                target.apply(p["patch"], source=name), source=f"{bkg_source} + patch {name}"
             )
 
 

@@ -50,8 +50,17 @@ __all__ = ["scan", "best_expected", "write_results", "dask_client", "ScanInterru
 
 log = logging.getLogger(__name__)
 
-#: The values of the ``status`` column.
-STATUSES: tuple[str, ...] = ("ok", "fit_failed", "no_signal", "invalid_patch", "error")
+#: The values of the ``status`` column: every status a row can carry.  All but ``error``
+#: are final (``resume`` keeps such rows); ``no_bracket``: an upper limit (``upper_limit``)
+#: whose CLs curve does not cross the level inside the POI's bounds (limit NaN, CLs kept).
+STATUSES: tuple[str, ...] = (
+    "ok",
+    "fit_failed",
+    "no_signal",
+    "invalid_patch",
+    "no_bracket",
+    "error",
+)
 
 _TEST_STATS = ("qtilde", "q")
 _EXPECTED = ("aposteriori", "apriori")
@@ -84,8 +93,9 @@ class _Grid(NamedTuple):
     bkgonly: Mapping[str, Any]
     patchset: Mapping[str, Any]
     labels: list[str]
-    source: str
+    source: str  # the patchset, for messages
     digest: str
+    bkg_source: str = ""  # the background-only workspace, for messages
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,39 +173,16 @@ def _patchset_from_folder(
 
 
 def _check_patchset(patchset: Any, source: str) -> None:
-    """Structural checks, cheap enough for a 15 MB patchset (the patches apply per point)."""
-    if not isinstance(patchset, Mapping):
-        raise ScanError(f"{source}: a patchset is a JSON object, got {type(patchset).__name__}")
-    metadata = patchset.get("metadata")
-    patches = patchset.get("patches")
-    if not isinstance(metadata, Mapping) or not isinstance(patches, list):
-        raise ScanError(
-            f"{source}: not a pyhf PatchSet (needs /metadata and a /patches list); give the "
-            "patchset.json published with the BkgOnly.json, or one made by recastkit make-patch"
-        )
-    labels = metadata.get("labels", [])
-    if not isinstance(labels, list):
-        raise ScanError(f"{source}: /metadata/labels must be a list, got {labels!r:.80}")
-    seen: dict[str, int] = {}
-    for i, patch in enumerate(patches):
-        meta = patch.get("metadata") if isinstance(patch, Mapping) else None
-        if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
-            raise ScanError(f"{source}: /patches/{i}/metadata/name is missing")
-        name = meta["name"]
-        values = meta.get("values", [])
-        if not isinstance(values, list) or len(values) != len(labels):
-            raise ScanError(
-                f"{source}: /patches/{i}/metadata/values of {name!r} is {values!r:.80}, but "
-                f"the patchset has labels {labels}; give one value per label"
-            )
-        if not isinstance(patch.get("patch"), list):
-            raise ScanError(f"{source}: /patches/{i}/patch of {name!r} is not a list of operations")
-        if name in seen:
-            raise ScanError(
-                f"{source}: /patches/{i}/metadata/name {name!r} repeats patch {seen[name]}; "
-                "patch names must be unique"
-            )
-        seen[name] = i
+    """The points of the patchset, through the validation boundary (cheap for a 15 MB
+    patchset): names, values, duplicates.  Each patch is checked when its point is
+    computed (a bad one gives an ``invalid_patch`` row, not a failed scan)."""
+    from likelihood.errors import InvalidPatch
+    from likelihood.validate import validate_patchset_points
+
+    try:
+        validate_patchset_points(patchset, source=source)
+    except InvalidPatch as err:
+        raise ScanError(str(err)) from err
 
 
 def _verify_digest(grid: _Grid) -> None:
@@ -254,7 +241,7 @@ def _grid(
                 f"per point of the patchset (labels {names})"
             )
         names = list(labels)
-    return _Grid(region, bkgonly, patchset, names, ps_source, digest(bkgonly).lower())
+    return _Grid(region, bkgonly, patchset, names, ps_source, digest(bkgonly).lower(), source)
 
 
 def _resolve_grids(bkgonly: Any, patchset: Any, labels: Sequence[str] | None) -> list[_Grid]:
@@ -886,7 +873,11 @@ def _scan(
         rows = [i for i in todo if table.at[i, "_grid"] == gi]
         if not rows:
             continue
-        payload = BackgroundPayload.from_spec(g.bkgonly, g.digest, g.region or g.source)
+        # a background that does not compile is blamed on the BkgOnly, not the patchset
+        bkg_name = g.bkg_source or g.source
+        payload = BackgroundPayload.from_spec(
+            g.bkgonly, g.digest, f"{g.region} ({bkg_name})" if g.region else bkg_name
+        )
         patches = g.patchset["patches"]
         sizes = _chunk_sizes(len(rows), n_workers, chunk_size)
         for chunk in _chunks(table, rows, g.labels, sizes):

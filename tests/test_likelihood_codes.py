@@ -59,8 +59,10 @@ def _pyhf_vector(model: Any, point: dict) -> np.ndarray:
 
 def test_codes_module_is_the_one_set_of_constants() -> None:
     from likelihood import model as model_mod
+    from likelihood import validate
 
     assert model_mod.MODIFIER_TYPES is _codes.MODIFIER_TYPES
+    assert validate.MODIFIER_TYPES is _codes.MODIFIER_TYPES
     assert set(_codes.MODIFIER_TYPES) == {
         "histosys", "lumi", "normfactor", "normsys", "shapefactor", "shapesys", "staterror"
     }  # fmt: skip

@@ -450,7 +450,7 @@ def test_lumi_without_settings_names_the_fix() -> None:
     spec = _workspace()
     spec["measurements"][0]["config"]["parameters"] = []
     with pytest.raises(InvalidWorkspace, match=r"lumi parameter 'lumi' needs .*sigmas"):
-        compile(spec, validate=False)
+        compile(spec)
 
 
 def test_failed_fit_is_reported_not_raised() -> None:
@@ -528,22 +528,27 @@ def test_with_patch_equals_full_compile_generated() -> None:
 
 
 def test_with_patch_rejects_bad_patches() -> None:
+    """with_patch rejects as compile(apply_patch(...)) does: same type, same message."""
     bkg, patch = _split_signal(_workspace())
     bg = Background(bkg)
+
+    def same(ops, error, pattern, name=None):
+        with pytest.raises(error, match=pattern) as fast:
+            bg.with_patch(ops, name=name)
+        with pytest.raises(error) as full:
+            compile(likelihood.apply_patch(bkg, ops, source=name))
+        assert str(fast.value) == str(full.value)
+
     bad = copy.deepcopy(patch)
     bad[0]["path"] = "/channels/7/samples/0"
-    with pytest.raises(InvalidPatch, match="operation 0"):
-        bg.with_patch(bad, name="p7")
+    same(bad, InvalidPatch, "operation 0", name="p7")
     bad = copy.deepcopy(patch)
     bad[0]["value"]["data"] = [1.0, 2.0]
-    with pytest.raises(InvalidPatch, match=r"expected 3 numbers"):
-        bg.with_patch(bad)
+    same(bad, InvalidWorkspace, r"/data: .* 2 bin\(s\) but channel .* has 3")
     bad = copy.deepcopy(patch)
     bad[0]["value"]["data"][1] = float("nan")
-    with pytest.raises(InvalidPatch, match="non-finite"):
-        bg.with_patch(bad)
-    with pytest.raises(InvalidPatch, match="remove /channels/5"):
-        bg.with_patch([{"op": "remove", "path": "/channels/5"}])
+    same(bad, InvalidWorkspace, r"/data/1: non-finite number nan")
+    same([{"op": "remove", "path": "/channels/5"}], InvalidPatch, "remove /channels/5")
 
 
 def _load_cases(shared, n_each: int = 4):

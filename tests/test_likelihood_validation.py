@@ -115,7 +115,7 @@ def small_workspace() -> dict[str, Any]:
 def small_patchset(bkg: dict[str, Any]) -> dict[str, Any]:
     def signal(n: float) -> dict[str, Any]:
         return {
-            "name": "signal",
+            "name": "point_signal",
             "data": [n, n / 2],
             "modifiers": [{"name": "mu_SIG", "type": "normfactor", "data": None}],
         }
