@@ -846,7 +846,7 @@ def _scan(
         bool(upper_limit),
         measurement,
         dict(modifier_settings) if modifier_settings is not None else None,
-        bool(significance),
+        significance=bool(significance),
     )
 
     rf = ResultFile(output, columns) if output is not None else None
