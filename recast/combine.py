@@ -1128,14 +1128,16 @@ def _combine_patchsets(
         return ",".join(f"{lab}={v}" for lab, v in zip(labels, values, strict=True))
 
     if partial:
-        per_missing: dict[int, list[str]] = {}
+        # (analysis that lacks points, analysis that has them) -> examples
+        missing: dict[tuple[int, int], list[str]] = {}
         for values, got in partial.values():
             for x, _, _ in with_ps:
                 if x.index not in got:
-                    per_missing.setdefault(x.index, []).append(_show(values))
+                    missing.setdefault((x.index, min(got)), []).append(_show(values))
         report = "; ".join(
-            f"{len(v)} point(s) missing in {names[i]} ({srcs[i]}), e.g. {v[0]}"
-            for i, v in per_missing.items()
+            f"{names[h]} ({srcs[h]}) has {len(v)} point(s) missing in {names[i]} ({srcs[i]}), "
+            f"e.g. {v[0]}"
+            for (i, h), v in missing.items()
         )
         if join == "exact":
             raise CombineError(
