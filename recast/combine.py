@@ -1051,6 +1051,17 @@ def _value_key(v: Any) -> Any:
     return ("n", float(v))
 
 
+def _legacy_folder(path: Path, bkgonly: dict[str, Any]) -> dict[str, Any]:
+    """A folder of legacy ``patch.<name>.json`` files as a PatchSet (as scan reads it)."""
+    try:
+        from recast.archive import legacy_patchset  # type: ignore[attr-defined]
+    except ImportError:
+        from recast.scan import _patchset_from_folder
+
+        return _patchset_from_folder(path, bkgonly, None)
+    return dict(legacy_patchset(path, bkgonly, labels=None))
+
+
 def _load_patchset(ps: Any, x: _Input) -> tuple[dict[str, Any], str]:
     from likelihood.validate import validate_patch, validate_patchset
 
@@ -1060,9 +1071,7 @@ def _load_patchset(ps: Any, x: _Input) -> tuple[dict[str, Any], str]:
         path = Path(ps)
         source = str(path)
         if path.is_dir():
-            from recast.scan import _patchset_from_folder
-
-            doc = _patchset_from_folder(path, x.spec, None)
+            doc = _legacy_folder(path, x.spec)
             for p in doc["patches"]:
                 validate_patch(p["patch"], source=f"{source}, patch {p['metadata']['name']}")
             return doc, source
