@@ -404,6 +404,7 @@ class _Params:
         self.inputs = inputs
         self.poi = poi
         self.mode = correlate
+        self.claims: dict[str, int] | None = None  # set while rewriting one combined patch
         self.final: list[dict[str, str]] = [{} for _ in inputs]
         self.status: list[dict[str, tuple[str, str]]] = [{} for _ in inputs]
         self.explicit: list[set[str]] = [set() for _ in inputs]
@@ -500,8 +501,8 @@ class _Params:
             if not why and wanted:
                 for x in xs:
                     self.final[x.index][p] = p
-                    others = ", ".join(y.name for y in xs if y is not x)
-                    self.status[x.index][p] = ("shared", f"with {others}")
+                    with_others = ", ".join(y.name for y in xs if y is not x)
+                    self.status[x.index][p] = ("shared", f"with {with_others}")
                 continue
             if not why:
                 why = "correlate='none'" if self.mode == "none" else "not in correlate"
@@ -561,9 +562,15 @@ class _Params:
         # a parameter that only a signal patch brings in (e.g. a signal cross-section
         # uncertainty): shared by name, as in the workspace, except MC statistics and
         # when nothing is to be shared
+        apart = mtype in _MCSTAT or not self._wanted(par)
         elsewhere = any(par in self.final[y.index].values() for y in self.inputs if y is not x)
-        if elsewhere and (mtype in _MCSTAT or not self._wanted(par)):
+        if elsewhere and apart:
             return f"{x.name}_{par}"
+        if self.claims is not None and apart:
+            # two analyses' patches bring in the same new name (e.g. staterror_SR of
+            # two prefixed SR channels): the first keeps it
+            if self.claims.setdefault(par, x.index) != x.index:
+                return f"{x.name}_{par}"
         return par
 
 
@@ -732,14 +739,16 @@ def _plan(
 ) -> _Plan:
     from likelihood.validate import validate_workspace
 
-    if (
-        not (correlate in ("auto", "none") or isinstance(correlate, Collection))
-        or isinstance(correlate, str)
-        and correlate not in ("auto", "none")
-    ):
+    if isinstance(correlate, str):
+        if correlate not in ("auto", "none"):
+            raise CombineError(
+                f"correlate must be 'auto', 'none' or parameter names, got {correlate!r}"
+            )
+    elif isinstance(correlate, Collection):
+        correlate = frozenset(str(c) for c in correlate)
+    else:
         raise CombineError(
-            f"correlate must be 'auto', 'none' or a collection of parameter names, got "
-            f"{correlate!r}"
+            f"correlate must be 'auto', 'none' or parameter names, got {correlate!r}"
         )
     inputs = _load_inputs(workspaces, prefixes)
     mapping_source = "rename"
@@ -806,14 +815,14 @@ def _plan(
     rows = []
     for x in inputs:
         for c in x.channels:
-            new = channel_names.get((x.index, c))
-            if new is None:
+            renamed = channel_names.get((x.index, c))
+            if renamed is None:
                 status, note = "dropped", "drop_channels"
-            elif new != c:
+            elif renamed != c:
                 status, note = "prefixed", ""
             else:
                 status, note = "kept", ""
-            rows.append((x.name, x.source, "channel", c, new or "", status, note))
+            rows.append((x.name, x.source, "channel", c, renamed or "", status, note))
         for p in params._names(x):
             status, note = params.status[x.index].get(p, ("own", ""))
             rows.append((x.name, x.source, "parameter", p, params.final[x.index][p], status, note))
@@ -869,6 +878,7 @@ class _Rewriter:
         self.names = set(plan.channel_names.values())
         self.new_names: dict[tuple[int, Any], str] = {}
         self.counter = 0
+        plan.params.claims = {}
 
     def _insert_at(
         self, own: list[tuple[int, Any]], out: list[tuple[int, Any]], i: int, idx: int
@@ -1161,7 +1171,7 @@ def _combine_patchsets(
             f"({', '.join(f'{names[x.index]}: {src}' for x, _, src in with_ps)}); "
             "use --join outer to keep every point"
         )
-    patches = []
+    patches: list[dict[str, Any]] = []
     used: set[str] = set()
     records = []
     keep_set = set(keep)

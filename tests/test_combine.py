@@ -471,3 +471,34 @@ def test_combined_patch_through_the_validation_boundary(displaced):
     ee["patches"][0]["patch"][0]["value"]["data"] = [-5.0]  # negative signal yield
     with pytest.raises(likelihood.InvalidWorkspace, match="combined workspace"):
         recast.combine_likelihoods([displaced["ee"], displaced["mm"]], patchsets=[ee, mm])
+
+
+def test_prefixed_channels_keep_mc_statistics_apart_like_pyhf(displaced):
+    pyhf = pytest.importorskip("pyhf")
+    import pandas as pd
+
+    def grid(scale):
+        return pd.DataFrame(
+            {"m1": [100, 200], "region": ["SRee_cuts"] * 2,
+             "yield": [2.0 * scale, 1.0 * scale], "stat_unc": [0.3, 0.2]}
+        )  # fmt: skip
+
+    ws = displaced["ee_ws"]
+    ps_a = recast.make_patchset(ws, grid(1.0), hepdata="ins1831504")
+    ps_b = recast.make_patchset(ws, grid(2.0), hepdata="ins1831504")
+    result = recast.combine_likelihoods([ws, ws], prefixes=["A", "B"], patchsets=[ps_a, ps_b])
+    for k in range(2):
+        spec = apply_patch(result.workspace, result.patchset["patches"][k]["patch"])
+        left = pyhf.Workspace(apply_patch(ws, ps_a["patches"][k]["patch"])).rename(
+            channels={"SRee_cuts": "A_SRee_cuts"}
+        )
+        right = pyhf.Workspace(apply_patch(ws, ps_b["patches"][k]["patch"])).rename(
+            channels={"SRee_cuts": "B_SRee_cuts"},
+            modifiers={"staterror_SRee_cuts": "B_staterror_SRee_cuts"},
+        )
+        expected = pyhf.Workspace.combine(left, right, join="outer")
+        assert canonical(spec) == canonical(dict(expected))
+        model = likelihood.compile(spec)
+        assert {"staterror_SRee_cuts[0]", "B_staterror_SRee_cuts[0]"} <= set(
+            model.parameter_names
+        )
