@@ -62,6 +62,7 @@ __all__ = install_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from recast.archive import Likelihood, likelihoods, load_likelihood
     from recast.cache import cache_entries, clear_cache
+    from recast.combine import Combination, combine, combine_likelihoods
     from recast.contour import (
         Contours,
         exclusion_contour,
@@ -69,7 +70,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         plot_brazil,
         plot_exclusion,
     )
-    from recast.combine import Combination, combine, combine_likelihoods
     from recast.demo import run_demo
     from recast.errors import (
         ArchiveError,

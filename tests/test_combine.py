@@ -499,6 +499,4 @@ def test_prefixed_channels_keep_mc_statistics_apart_like_pyhf(displaced):
         expected = pyhf.Workspace.combine(left, right, join="outer")
         assert canonical(spec) == canonical(dict(expected))
         model = likelihood.compile(spec)
-        assert {"staterror_SRee_cuts[0]", "B_staterror_SRee_cuts[0]"} <= set(
-            model.parameter_names
-        )
+        assert {"staterror_SRee_cuts[0]", "B_staterror_SRee_cuts[0]"} <= set(model.parameter_names)
