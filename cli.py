@@ -909,6 +909,7 @@ def combine_command(
         drop_channels=drop_channels,
         poi=poi,
         hepdata=hepdata,
+        progress=sys.stderr.isatty(),
     )
     if result.patchset is not None and patchset_output is None:
         out = Path(output)

@@ -1107,6 +1107,7 @@ def _combine_patchsets(
     join: str,
     hepdata: str | None,
     validate: bool,
+    progress: bool = False,
 ) -> tuple[dict[str, Any] | None, pd.DataFrame]:
     from likelihood.spec import apply_patch, digest
     from likelihood.validate import validate_patchset, validate_workspace
@@ -1130,6 +1131,15 @@ def _combine_patchsets(
                 f"the points do not match: {src0} ({x0.name}) has labels {labels} but {src} "
                 f"({x.name}) has {other}; the patchsets must label their points alike"
             )
+    refs = [
+        (doc.get("metadata", {}).get("references") or {}).get("hepdata") for _, doc, _ in with_ps
+    ]
+    hep = hepdata or next((r for r in refs if r), None)
+    if hep is None:
+        raise CombineError(
+            "the PatchSet format needs metadata.references.hepdata, and no input patchset has "
+            "one: give hepdata='insNNNNNNN' (--hepdata)"
+        )
     # point key -> (values, {analysis index: patch})
     points: dict[tuple[Any, ...], tuple[list[Any], dict[int, Mapping[str, Any]]]] = {}
     for x, doc, _ in with_ps:
@@ -1175,7 +1185,12 @@ def _combine_patchsets(
     used: set[str] = set()
     records = []
     keep_set = set(keep)
-    for key, (values, got) in points.items():
+    items: Any = points.items()
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, total=len(points), desc="combine patches", unit="point")
+    for key, (values, got) in items:
         rec: dict[str, Any] = dict(zip(labels, values, strict=True))
         rec["analyses"] = ",".join(names[i] for i in sorted(got))
         rec["kept"] = key in keep_set
@@ -1200,15 +1215,6 @@ def _combine_patchsets(
             patches.append({"metadata": {"name": name, "values": values}, "patch": ops})
             rec["patch"] = name
         records.append(rec)
-    refs = [
-        (doc.get("metadata", {}).get("references") or {}).get("hepdata") for _, doc, _ in with_ps
-    ]
-    hep = hepdata or next((r for r in refs if r), None)
-    if hep is None:
-        raise CombineError(
-            "the PatchSet format needs metadata.references.hepdata, and no input patchset has "
-            "one: give hepdata='insNNNNNNN' (--hepdata)"
-        )
     description = "recastkit combination of " + ", ".join(
         f"{x.name}" + (f" ({r})" if r else "") for (x, _, _), r in zip(with_ps, refs, strict=True)
     )
@@ -1224,7 +1230,12 @@ def _combine_patchsets(
     }
     validate_patchset(combined, source="combined patchset", bkgonly=plan.workspace)
     if validate:
-        for p in patches:
+        checked: Any = patches
+        if progress:
+            from tqdm.auto import tqdm
+
+            checked = tqdm(patches, desc="validate", unit="patch")
+        for p in checked:
             name = p["metadata"]["name"]
             patched = apply_patch(plan.workspace, p["patch"], source=f"combined {name}")
             validate_workspace(patched, source=f"combined workspace + patch {name}")
@@ -1252,6 +1263,7 @@ def combine_likelihoods(
     poi: str | None = None,
     hepdata: str | None = None,
     validate: bool = True,
+    progress: bool = False,
 ) -> Combination:
     """Combine several analyses' workspaces (and their signal patchsets) into one.
 
@@ -1296,6 +1308,8 @@ def combine_likelihoods(
         INSPIRE id for the combined patchset (default: the first input's reference).
     validate : bool
         Also apply every combined patch and validate the patched workspace.
+    progress : bool
+        Show tqdm progress bars over the points.
 
     Returns
     -------
@@ -1326,7 +1340,9 @@ def combine_likelihoods(
     patchset = None
     points = pd.DataFrame(columns=["patch", "analyses", "kept"])
     if patchsets is not None:
-        patchset, points = _combine_patchsets(plan, list(patchsets), join, hepdata, validate)
+        patchset, points = _combine_patchsets(
+            plan, list(patchsets), join, hepdata, validate, progress
+        )
     return Combination(plan.workspace, patchset, plan.summary, points)
 
 

@@ -500,3 +500,48 @@ def test_prefixed_channels_keep_mc_statistics_apart_like_pyhf(displaced):
         assert canonical(spec) == canonical(dict(expected))
         model = likelihood.compile(spec)
         assert {"staterror_SRee_cuts[0]", "B_staterror_SRee_cuts[0]"} <= set(model.parameter_names)
+
+
+def test_legacy_patch_folders_with_removals_match_pyhf(shared_hepdata, tmp_path):
+    """sbottom RegionA (removes channel 1) + RegionC (removes 2, 4, 5): per-point folders."""
+    pyhf = pytest.importorskip("pyhf")
+    import shutil
+
+    sb = shared_hepdata / "sbottom_multib"
+    names = ["sbottom_1300_205_60", "sbottom_1600_850_60"]
+    folders = {}
+    for region in ("RegionA", "RegionC"):
+        folders[region] = tmp_path / region
+        folders[region].mkdir()
+        for n in names:
+            shutil.copy(sb / region / f"patch.{n}.json", folders[region])
+    out = tmp_path / "out" / "ac.json"
+    res = _run(
+        ["combine", sb / "RegionA" / "BkgOnly.json", sb / "RegionC" / "BkgOnly.json", "-o", out,
+         "--patchset", folders["RegionA"], "--patchset", folders["RegionC"],
+         "--hepdata", "ins1748602"]
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ws = json.loads(out.read_text())
+    ps = json.loads((tmp_path / "out" / "ac_patchset.json").read_text())
+    assert [p["metadata"]["name"] for p in ps["patches"]] == names
+    assert [p["metadata"]["values"] for p in ps["patches"]] == [[1300, 205, 60], [1600, 850, 60]]
+    removes = [op["path"] for op in ps["patches"][0]["patch"] if op["op"] == "remove"]
+    # RegionA removes its channel 1; RegionC's removals (5, 4, 2 of its own 6 channels)
+    # come after RegionA's 2 remaining channels
+    own = [op["path"] for op in likelihood.read_json(folders["RegionC"] / f"patch.{names[0]}.json")
+           if op["op"] == "remove"]  # fmt: skip
+    assert own == ["/channels/5", "/channels/4", "/channels/2"]
+    assert removes == ["/channels/1", "/channels/7", "/channels/6", "/channels/4"]
+    for p, n in zip(ps["patches"], names, strict=True):
+        spec = apply_patch(ws, p["patch"])
+        left = pyhf.Workspace(
+            apply_patch(likelihood.read_json(sb / "RegionA" / "BkgOnly.json"),
+                        likelihood.read_json(sb / "RegionA" / f"patch.{n}.json"))
+        )  # fmt: skip
+        right = pyhf.Workspace(
+            apply_patch(likelihood.read_json(sb / "RegionC" / "BkgOnly.json"),
+                        likelihood.read_json(sb / "RegionC" / f"patch.{n}.json"))
+        )  # fmt: skip
+        expected = dict(pyhf.Workspace.combine(left, right, join="outer"))
+        assert canonical(spec) == canonical(expected)
