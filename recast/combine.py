@@ -1115,8 +1115,8 @@ def _combine_patchsets(
     inputs = plan.inputs
     if len(patchsets) != len(inputs):
         raise CombineError(
-            f"give one patchset per workspace (None for an analysis without signal): "
-            f"{len(patchsets)} for {len(inputs)} workspaces"
+            f"give one patchset per workspace, in the same order: {len(patchsets)} "
+            f"patchset(s) for {len(inputs)} workspaces"
         )
     loaded = [_load_patchset(ps, x) for ps, x in zip(patchsets, inputs, strict=True)]
     with_ps = [(x, doc, src) for x, (doc, src) in zip(inputs, loaded, strict=True) if doc]

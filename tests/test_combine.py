@@ -555,3 +555,14 @@ def test_legacy_patch_folders_with_removals_match_pyhf(shared_hepdata, tmp_path)
         )  # fmt: skip
         expected = dict(pyhf.Workspace.combine(left, right, join="outer"))
         assert canonical(spec) == canonical(expected)
+
+
+def test_analysis_without_signal_contributes_background_only(displaced):
+    ee, _ = displaced_patchsets(displaced)
+    result = recast.combine_likelihoods([displaced["ee"], displaced["mm"]], patchsets=[ee, None])
+    assert len(result.patchset["patches"]) == len(SIGNAL)
+    for p in result.patchset["patches"]:
+        assert [op["path"] for op in p["patch"]] == ["/channels/0/samples/1"]
+    assert set(result.points["analyses"]) == {"SRee"}
+    with pytest.raises(CombineError, match="one patchset per workspace"):
+        recast.combine_likelihoods([displaced["ee"], displaced["mm"]], patchsets=[ee])
