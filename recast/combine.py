@@ -526,6 +526,13 @@ class _Params:
         for new, keys in taken.items():
             if len(keys) < 2:
                 continue
+            anas = [k.partition(":")[0] for k in keys]
+            same = [k for k in keys if anas.count(k.partition(":")[0]) > 1]
+            if same:
+                raise CombineError(
+                    f"parameters {', '.join(same)} would all become {new!r}; one analysis "
+                    "cannot merge its own parameters: rename one with a mapping"
+                )
             kinds2 = {}
             for k in keys:
                 ana, _, p = k.partition(":")

@@ -566,3 +566,16 @@ def test_analysis_without_signal_contributes_background_only(displaced):
     assert set(result.points["analyses"]) == {"SRee"}
     with pytest.raises(CombineError, match="one patchset per workspace"):
         recast.combine_likelihoods([displaced["ee"], displaced["mm"]], patchsets=[ee])
+
+
+def test_poi_name_taken_by_another_parameter_is_an_error(displaced):
+    other = copy.deepcopy(displaced["mm_ws"])
+    other["measurements"][0]["config"]["poi"] = "mu_signal"
+    other["channels"][0]["samples"][0]["modifiers"].append(
+        {"name": "mu_SIG", "type": "normfactor", "data": None}
+    )
+    with pytest.raises(CombineError, match="mm:mu_SIG.*mm:mu_signal|mm:mu_signal.*mm:mu_SIG"):
+        recast.combine({"ee": displaced["ee_ws"], "mm": other})
+    # with another name for the combined POI, it combines (ee's mu_SIG is the POI)
+    ws = recast.combine({"ee": displaced["ee_ws"], "mm": other}, poi="mu_comb")
+    assert ws["measurements"][0]["config"]["poi"] == "mu_comb"
