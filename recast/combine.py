@@ -405,6 +405,7 @@ class _Params:
         self.poi = poi
         self.mode = correlate
         self.claims: dict[str, int] | None = None  # set while rewriting one combined patch
+        self.warned: set[tuple[int, str]] = set()
         self.final: list[dict[str, str]] = [{} for _ in inputs]
         self.status: list[dict[str, tuple[str, str]]] = [{} for _ in inputs]
         self.explicit: list[set[str]] = [set() for _ in inputs]
@@ -571,6 +572,26 @@ class _Params:
         # when nothing is to be shared
         apart = mtype in _MCSTAT or not self._wanted(par)
         elsewhere = any(par in self.final[y.index].values() for y in self.inputs if y is not x)
+        if elsewhere and not apart and mtype is not None:
+            theirs = {
+                _kind(y.types[q], None).split("[")[0]
+                for y in self.inputs
+                if y is not x
+                for q, f in self.final[y.index].items()
+                if f == par and y.types.get(q)
+            }
+            if theirs and _kind({mtype}, None).split("[")[0] not in theirs:
+                apart = True
+                if (x.index, par) not in self.warned:
+                    self.warned.add((x.index, par))
+                    log.warning(
+                        "a signal patch of %s brings in %s %r, a parameter of another kind in "
+                        "another analysis; kept apart as %r",
+                        x.label,
+                        mtype,
+                        par,
+                        f"{x.name}_{par}",
+                    )
         if elsewhere and apart:
             return f"{x.name}_{par}"
         if self.claims is not None and apart:
@@ -1108,6 +1129,27 @@ def _load_patchset(ps: Any, x: _Input) -> tuple[dict[str, Any], str]:
     return doc, source
 
 
+def _patch_checker(workspace: dict[str, Any]) -> Any:
+    """``check(ops, name)``: the core's check of ``apply_patch(workspace, ops)``.
+
+    ``likelihood.validate.PatchTarget`` (raises what compiling the patched workspace
+    raises, with a fast path for signal patches) where the core has it, else
+    :func:`likelihood.validate_workspace` on the patched workspace.
+    """
+    try:
+        from likelihood.validate import PatchTarget  # type: ignore[attr-defined]
+    except ImportError:
+        from likelihood.spec import apply_patch
+        from likelihood.validate import validate_workspace
+
+        def check(ops: Any, name: str) -> None:
+            validate_workspace(apply_patch(workspace, ops, source=name))
+
+        return check
+    target = PatchTarget(workspace)
+    return lambda ops, name: target.check(ops, source=name)
+
+
 def _combine_patchsets(
     plan: _Plan,
     patchsets: Sequence[Any],
@@ -1116,8 +1158,9 @@ def _combine_patchsets(
     validate: bool,
     progress: bool = False,
 ) -> tuple[dict[str, Any] | None, pd.DataFrame]:
-    from likelihood.spec import apply_patch, digest
-    from likelihood.validate import validate_patchset, validate_workspace
+    from likelihood.errors import InvalidSpecification
+    from likelihood.spec import digest
+    from likelihood.validate import validate_patchset
 
     inputs = plan.inputs
     if len(patchsets) != len(inputs):
@@ -1242,10 +1285,15 @@ def _combine_patchsets(
             from tqdm.auto import tqdm
 
             checked = tqdm(patches, desc="validate", unit="patch")
+        check = _patch_checker(plan.workspace)
         for p in checked:
             name = p["metadata"]["name"]
-            patched = apply_patch(plan.workspace, p["patch"], source=f"combined {name}")
-            validate_workspace(patched, source=f"combined workspace + patch {name}")
+            try:
+                check(p["patch"], name)
+            except InvalidSpecification as err:
+                raise type(err)(
+                    f"combined patchset, patch {name!r} on the combined workspace: {err}"
+                ) from err
     table = pd.DataFrame(records, columns=[*labels, "patch", "analyses", "kept"])
     return combined, table
 

@@ -11,6 +11,7 @@ analyses; what matters is that both sides compute the same likelihood).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ LUMI_SETTINGS = {"lumi": {"fixed": True}}
 POINTS = [([300, 150], "sbottom_1000_131_1"), ([700, 0], "sbottom_1300_205_60")]
 
 
+@functools.lru_cache(maxsize=8)
 def _load(path: Path) -> Any:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text())  # read once; callers copy before changing
 
 
 def inputs(shared: Path, point: int) -> dict[str, Any]:

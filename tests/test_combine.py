@@ -479,7 +479,9 @@ def test_cli_errors_write_nothing(displaced, tmp_path, case):
 def test_combined_patch_through_the_validation_boundary(displaced):
     ee, mm = displaced_patchsets(displaced, {(300, 10): (1.0, 1.0)})
     ee["patches"][0]["patch"][0]["value"]["data"] = [-5.0]  # negative signal yield
-    with pytest.raises(likelihood.InvalidWorkspace, match="combined workspace"):
+    # refused before anything is written: by the input check (validate_patchset with
+    # bkgonly) or, at the latest, by the check of every combined patch
+    with pytest.raises(likelihood.InvalidWorkspace, match="patch 'p_300_10'"):
         recast.combine_likelihoods([displaced["ee"], displaced["mm"]], patchsets=[ee, mm])
 
 
@@ -579,3 +581,18 @@ def test_poi_name_taken_by_another_parameter_is_an_error(displaced):
     # with another name for the combined POI, it combines (ee's mu_SIG is the POI)
     ws = recast.combine({"ee": displaced["ee_ws"], "mm": other}, poi="mu_comb")
     assert ws["measurements"][0]["config"]["poi"] == "mu_comb"
+
+
+def test_patch_parameter_of_another_kind_is_kept_apart(displaced, caplog):
+    ee, mm = displaced_patchsets(displaced, {(300, 10): (1.0, 1.0)})
+    # SRee's signal brings a normfactor named like SRmm's normsys
+    ee["patches"][0]["patch"][0]["value"]["modifiers"].append(
+        {"name": "ucbSRmm", "type": "normfactor", "data": None}
+    )
+    with caplog.at_level(logging.WARNING, logger="recast.combine"):
+        result = recast.combine_likelihoods([displaced["ee"], displaced["mm"]], patchsets=[ee, mm])
+    assert any("SRee_ucbSRmm" in r.getMessage() for r in caplog.records)
+    model = likelihood.compile(
+        apply_patch(result.workspace, result.patchset["patches"][0]["patch"])
+    )
+    assert {"SRee_ucbSRmm", "ucbSRmm"} <= set(model.parameter_names)
