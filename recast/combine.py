@@ -796,7 +796,7 @@ def _plan(
     if settings:
         settings_all.update(_parse_mapping({"settings": dict(settings)}, "settings")["settings"])
 
-    dropped = _drop(inputs, list(drop_channels))
+    _drop(inputs, list(drop_channels))
     channel_names = _channel_names(inputs, prefixes is not None, always_prefix)
     common_poi = poi or inputs[0].poi
     params = _Params(
@@ -815,7 +815,6 @@ def _plan(
     channels = []
     observations = []
     for x in inputs:
-        obs = {o["name"]: o for o in x.spec["observations"]}
         for k in x.kept:
             c = x.channels[k]
             new = channel_names[(x.index, c)]
@@ -825,7 +824,6 @@ def _plan(
                 entry = copy.deepcopy(dict(o))
                 entry["name"] = channel_names[(x.index, o["name"])]
                 observations.append(entry)
-        del obs
     first = inputs[0].measurement
     workspace = {
         "channels": channels,
@@ -858,7 +856,6 @@ def _plan(
             if p not in x.types and p != x.poi:
                 rows.append((x.name, x.source, "parameter", p, "", "dropped", "dropped channels"))
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    del dropped
     return _Plan(
         inputs, params, channel_names, workspace, summary, always_prefix, prefixes is not None
     )

@@ -596,3 +596,36 @@ def test_patch_parameter_of_another_kind_is_kept_apart(displaced, caplog):
         apply_patch(result.workspace, result.patchset["patches"][0]["patch"])
     )
     assert {"SRee_ucbSRmm", "ucbSRmm"} <= set(model.parameter_names)
+
+
+def test_patch_that_adds_a_channel_and_its_observation(displaced):
+    ee, mm = displaced_patchsets(displaced, {(300, 10): (1.0, 2.0)})
+    new_channel = {"name": "CR_new", "samples": [signal(3.0, "bkg_cr")]}
+    new_channel["samples"][0]["modifiers"] = [
+        {"name": "ucbSRee", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
+    ]
+    ee["patches"][0]["patch"] += [
+        {"op": "add", "path": "/channels/1", "value": new_channel},
+        {"op": "add", "path": "/observations/-", "value": {"name": "CR_new", "data": [4.0]}},
+        {"op": "add", "path": "/channels/1/samples/1", "value": signal(0.5)},
+    ]
+    result = recast.combine_likelihoods(
+        [displaced["ee"], displaced["mm"]], patchsets=[ee, mm], always_prefix=True
+    )
+    ops = result.patchset["patches"][0]["patch"]
+    assert [(op["op"], op["path"]) for op in ops] == [
+        ("add", "/channels/0/samples/1"),
+        ("add", "/channels/1"),  # after SRee's own channel, before SRmm's
+        ("add", "/observations/1"),
+        ("add", "/channels/1/samples/1"),
+        ("add", "/channels/2/samples/1"),  # SRmm's channel moved to index 2
+    ]
+    assert ops[1]["value"]["name"] == ops[2]["value"]["name"] == "SRee_CR_new"
+    spec = apply_patch(result.workspace, ops)
+    assert [c["name"] for c in spec["channels"]] == [
+        "SRee_SRee_cuts",
+        "SRee_CR_new",
+        "SRmm_SRmm_cuts",
+    ]
+    model = likelihood.compile(spec)
+    assert model.channel_nbins["SRee_CR_new"] == 1
