@@ -863,10 +863,10 @@ def contour_command(
 )
 @click.option(
     "--correlate",
-    type=click.Choice(["auto", "none"]),
     default="auto",
     show_default=True,
-    help="Share same-named parameters with the same constraint, or none (but lumi, POI).",
+    metavar="auto|none|A,B,...",
+    help="Share same-named parameters with the same constraint (auto), none, or only these.",
 )
 @click.option("--poi", default=None, help="Name of the combined POI [default: the first's].")
 @click.option("--hepdata", default=None, help="INSPIRE id for the combined patchset.")
@@ -904,7 +904,7 @@ def combine_command(
         join=join,
         prefixes=list(prefixes) or None,
         always_prefix=always_prefix,
-        correlate=correlate,
+        correlate=correlate if correlate in ("auto", "none") else _scan_split(correlate),
         mapping=mapping,
         drop_channels=drop_channels,
         poi=poi,

@@ -629,3 +629,17 @@ def test_patch_that_adds_a_channel_and_its_observation(displaced):
     ]
     model = likelihood.compile(spec)
     assert model.channel_nbins["SRee_CR_new"] == 1
+
+
+def test_cli_correlate_list(displaced, tmp_path):
+    out = tmp_path / "c.json"
+    res = _run(["combine", displaced["ee"], displaced["ee"], "--prefix", "A", "--prefix", "B",
+                "--correlate", "ucbSRee", "-o", out])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    model = likelihood.compile(json.loads(out.read_text()))
+    assert "ucbSRee" in model.parameter_names
+    res = _run(["combine", displaced["ee"], displaced["ee"], "--prefix", "A", "--prefix", "B",
+                "--correlate", "lumi", "-o", out])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    model = likelihood.compile(json.loads(out.read_text()))
+    assert {"A_ucbSRee", "B_ucbSRee"} <= set(model.parameter_names)
