@@ -849,10 +849,20 @@ def contour_command(
     type=click.Path(exists=True, dir_okay=False),
     help='Renames / correlations (JSON or TOML): {"ANA1:JES_1": "JES_1", ...}, [settings].',
 )
-@click.option("--prefix", "prefixes", multiple=True, help="Name of each input (repeat, in order).")
+@click.option(
+    "--prefix",
+    "prefixes",
+    multiple=True,
+    metavar="NAME",
+    help="Name of each input (repeat, in order); clashing channels become NAME_<channel>.",
+)
 @click.option("--always-prefix", is_flag=True, help="Prefix every channel with its input's name.")
 @click.option(
-    "--drop-channel", "drop_channels", multiple=True, metavar="[ANA:]CHANNEL", help="Leave out."
+    "--drop-channel",
+    "drop_channels",
+    multiple=True,
+    metavar="[ANA:]CHANNEL",
+    help="Leave this channel out (repeatable).",
 )
 @click.option(
     "--join",
@@ -898,6 +908,8 @@ def combine_command(
 
     from recast.combine import combine_likelihoods, write_combination
 
+    if patchset_output is not None and not patchsets:
+        raise click.UsageError("--patchset-output needs --patchset (one per input)")
     result = combine_likelihoods(
         list(workspaces),
         patchsets=list(patchsets) or None,
@@ -914,8 +926,6 @@ def combine_command(
     if result.patchset is not None and patchset_output is None:
         out = Path(output)
         patchset_output = str(out.with_name(f"{out.stem}_patchset.json"))
-    elif result.patchset is None and patchset_output is not None:
-        raise click.UsageError("--patchset-output needs --patchset (one per input)")
     s = result.summary
     for ana, rows in s.groupby("analysis", sort=False):
         ch = rows[rows["kind"] == "channel"]
