@@ -351,8 +351,9 @@ def _channel_names(
         )
         raise CombineError(
             f"channel name clash: {c!r} is in {' and '.join(x.label for x in xs)}{more}; give "
-            "one prefix per workspace (--prefix NAME; clashing channels become NAME_<channel>) "
-            "or --always-prefix, or drop one of them (--drop-channel ANA:CHANNEL)"
+            "one prefix per workspace (prefixes=[...] / --prefix NAME; clashing channels become "
+            "NAME_<channel>) or always_prefix=True / --always-prefix, or drop one of them "
+            "(drop_channels=[...] / --drop-channel ANA:CHANNEL)"
         )
     names: dict[tuple[int, str], str] = {}
     for x in inputs:
@@ -428,7 +429,7 @@ class _Params:
             if par == x.poi:
                 raise CombineError(
                     f"mapping {mapping_source}: {key!r} is the POI of {x.label}; the POIs of "
-                    f"all analyses become one POI {poi!r} (choose its name with --poi)"
+                    f"all analyses become one POI {poi!r} (choose its name with poi= / --poi)"
                 )
             if not _NAME.match(new.replace("[", "").replace("]", "")):
                 raise CombineError(f"mapping {mapping_source}: {key!r} -> {new!r}: not a name")
@@ -928,7 +929,7 @@ class _Rewriter:
         if clash:
             raise CombineError(
                 f"{where}: the patch adds channel {name!r}, which the combination has already; "
-                "give prefixes (--prefix) or --always-prefix"
+                "give prefixes (prefixes= / --prefix) or always_prefix=True / --always-prefix"
             )
         return name
 
@@ -1217,8 +1218,9 @@ def _combine_patchsets(
         )
         if join == "exact":
             raise CombineError(
-                f"the points do not match: {report}; use --join inner (common points only) "
-                "or --join outer (every point, with the analyses that have it)"
+                f"the points do not match: {report}; use join='inner' / --join inner (common "
+                "points only) or join='outer' / --join outer (every point, with the analyses "
+                "that have it)"
             )
         log.warning("points present in some analyses only (join=%s): %s", join, report)
     keep = [k for k, v in points.items() if join == "outer" or len(v[1]) == n_all]
@@ -1226,7 +1228,7 @@ def _combine_patchsets(
         raise CombineError(
             f"the points do not match: no point is in every patchset "
             f"({', '.join(f'{names[x.index]}: {src}' for x, _, src in with_ps)}); "
-            "use --join outer to keep every point"
+            "use join='outer' / --join outer to keep every point"
         )
     patches: list[dict[str, Any]] = []
     used: set[str] = set()
