@@ -224,14 +224,16 @@ def read_combine_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Two forms.  Flat: ``{"ANA1:JES_1": "JES_1", "ANA2:lumi": "lumi"}`` (each key
     ``<analysis>:<parameter>``, each value the name in the combination).  Sectioned:
-    ``{"rename": {...flat form...}, "settings": {"lumi": {"fixed": true}}}`` where
-    ``settings`` gives measurement settings of combined parameters (overriding the
-    inputs').  TOML needs Python >= 3.11 (``tomllib``) or the ``tomli`` package on 3.10.
+    ``{"rename": {...flat form...}, "settings": {"lumi": {"fixed": true}}, "labels":
+    {"ANA": {"mn2": "m1"}}}`` where ``settings`` gives measurement settings of combined
+    parameters (overriding the inputs') and ``labels`` renames the point labels of an
+    analysis' patchset.  TOML needs Python >= 3.11 (``tomllib``) or the ``tomli`` package
+    on 3.10.
 
     Returns
     -------
     dict
-        ``{"rename": {str: str}, "settings": {str: dict}}``.
+        ``{"rename": {str: str}, "settings": {str: dict}, "labels": {str: {str: str}}}``.
     """
     p = Path(path)
     try:
@@ -270,6 +272,7 @@ def _parse_mapping(doc: Any, source: str) -> dict[str, Any]:
         raise CombineError(f'{source}: a mapping is an object {{"ANA:param": "new name"}}')
     rename: dict[str, str] = {}
     settings: dict[str, dict[str, Any]] = {}
+    labels: dict[str, dict[str, str]] = {}
     for key, value in doc.items():
         if key == "rename":
             if not isinstance(value, Mapping):
@@ -285,17 +288,28 @@ def _parse_mapping(doc: Any, source: str) -> dict[str, Any]:
                     '{"lumi": {"fixed": true}}'
                 )
             settings = {str(k): dict(v) for k, v in value.items()}
+        elif key == "labels":
+            if not isinstance(value, Mapping) or not all(
+                isinstance(v, Mapping) and all(isinstance(n, str) for n in v.values())
+                for v in value.values()
+            ):
+                raise CombineError(
+                    f"{source}: /labels must map analysis names to label renames, e.g. "
+                    '{"3L_eRJR": {"mn2": "m1", "mn1": "m2"}}'
+                )
+            labels = {str(k): {str(a): b for a, b in v.items()} for k, v in value.items()}
         elif ":" in str(key):
             rename[str(key)] = value
         else:
             raise CombineError(
-                f"{source}: key {key!r} is neither ANA:param nor 'rename' / 'settings'; write "
+                f"{source}: key {key!r} is neither ANA:param nor 'rename' / 'settings' / "
+                "'labels'; write "
                 'renames as {"ANA1:JES_1": "JES_1"}'
             )
     for k, v in rename.items():
         if not isinstance(v, str) or not v:
             raise CombineError(f"{source}: {k!r} must map to a parameter name, got {v!r}")
-    return {"rename": rename, "settings": settings}
+    return {"rename": rename, "settings": settings, "labels": labels}
 
 
 # ---------------------------------------------------------------------------------------
@@ -752,6 +766,7 @@ class _Plan(NamedTuple):
     summary: pd.DataFrame
     always_prefix: bool
     prefixed: bool
+    relabel: dict[str, dict[str, str]]
 
 
 def _plan(
@@ -783,6 +798,7 @@ def _plan(
     mapping_source = "rename"
     rename_all: dict[str, str] = {}
     settings_all: dict[str, dict[str, Any]] = {}
+    relabel: dict[str, dict[str, str]] = {}
     if mapping is not None:
         if isinstance(mapping, Mapping):
             doc = _parse_mapping(mapping, "mapping")
@@ -792,6 +808,7 @@ def _plan(
             mapping_source = str(mapping)
         rename_all.update(doc["rename"])
         settings_all.update(doc["settings"])
+        relabel.update(doc["labels"])
     if rename:
         rename_all.update(_parse_mapping(dict(rename), "rename")["rename"])
     if settings:
@@ -858,7 +875,14 @@ def _plan(
                 rows.append((x.name, x.source, "parameter", p, "", "dropped", "dropped channels"))
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return _Plan(
-        inputs, params, channel_names, workspace, summary, always_prefix, prefixes is not None
+        inputs,
+        params,
+        channel_names,
+        workspace,
+        summary,
+        always_prefix,
+        prefixes is not None,
+        relabel,
     )
 
 
@@ -1155,12 +1179,20 @@ def _combine_patchsets(
     hepdata: str | None,
     validate: bool,
     progress: bool = False,
+    relabel: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[dict[str, Any] | None, pd.DataFrame]:
     from likelihood.errors import InvalidSpecification
     from likelihood.spec import digest
     from likelihood.validate import validate_patchset
 
     inputs = plan.inputs
+    relabel = dict(relabel or {})
+    for ana in relabel:
+        if ana not in {x.name for x in inputs}:
+            raise CombineError(
+                f"label renames for {ana!r}: no analysis of that name; analyses: "
+                f"{', '.join(x.name for x in inputs)}"
+            )
     if len(patchsets) != len(inputs):
         raise CombineError(
             f"give one patchset per workspace, in the same order: {len(patchsets)} "
@@ -1171,13 +1203,24 @@ def _combine_patchsets(
     if not with_ps:
         return None, pd.DataFrame(columns=["patch", "analyses", "kept"])
     x0, doc0, src0 = with_ps[0]
-    labels = list(doc0["metadata"]["labels"])
-    for x, doc, src in with_ps[1:]:
-        other = list(doc["metadata"]["labels"])
-        if sorted(other) != sorted(labels):
+    own_labels: dict[int, list[str]] = {}
+    for x, doc, src in with_ps:
+        renames = dict(relabel.get(x.name, {}))
+        unknown = sorted(set(renames) - set(doc["metadata"]["labels"]))
+        if unknown:
+            raise CombineError(
+                f"label renames for {x.name}: {src} has no label {unknown[0]!r}; its labels: "
+                f"{doc['metadata']['labels']}"
+            )
+        own_labels[x.index] = [renames.get(lab, lab) for lab in doc["metadata"]["labels"]]
+    labels = own_labels[x0.index]
+    for x, _doc, src in with_ps[1:]:
+        other = own_labels[x.index]
+        if sorted(other) != sorted(labels) or len(set(other)) != len(other):
             raise CombineError(
                 f"the points do not match: {src0} ({x0.name}) has labels {labels} but {src} "
-                f"({x.name}) has {other}; the patchsets must label their points alike"
+                f"({x.name}) has {other}; the patchsets must label their points alike "
+                f'(rename labels with the mapping\'s "labels": {{"{x.name}": {{"old": "new"}}}})'
             )
     refs = [
         (doc.get("metadata", {}).get("references") or {}).get("hepdata") for _, doc, _ in with_ps
@@ -1191,7 +1234,7 @@ def _combine_patchsets(
     # point key -> (values, {analysis index: patch})
     points: dict[tuple[Any, ...], tuple[list[Any], dict[int, Mapping[str, Any]]]] = {}
     for x, doc, _ in with_ps:
-        order = [doc["metadata"]["labels"].index(lab) for lab in labels]
+        order = [own_labels[x.index].index(lab) for lab in labels]
         for p in doc["patches"]:
             values = [p["metadata"]["values"][j] for j in order]
             key = tuple(_value_key(v) for v in values)
@@ -1315,6 +1358,7 @@ def combine_likelihoods(
     mapping: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     drop_channels: Sequence[str] = (),
     poi: str | None = None,
+    relabel: Mapping[str, Mapping[str, str]] | None = None,
     hepdata: str | None = None,
     validate: bool = True,
     progress: bool = False,
@@ -1358,6 +1402,9 @@ def combine_likelihoods(
         workspace only.  Signal patch operations into them are left out too.
     poi : str, optional
         Name of the combined POI (default: the first analysis's POI).
+    relabel : mapping, optional
+        ``{"ANA": {"old label": "new label"}}``: label renames, for patchsets that name the
+        same point coordinates differently (also the ``labels`` section of a mapping file).
     hepdata : str, optional
         INSPIRE id for the combined patchset (default: the first input's reference).
     validate : bool
@@ -1394,8 +1441,9 @@ def combine_likelihoods(
     patchset = None
     points = pd.DataFrame(columns=["patch", "analyses", "kept"])
     if patchsets is not None:
+        names = {**plan.relabel, **{k: dict(v) for k, v in (relabel or {}).items()}}
         patchset, points = _combine_patchsets(
-            plan, list(patchsets), join, hepdata, validate, progress
+            plan, list(patchsets), join, hepdata, validate, progress, names
         )
     return Combination(plan.workspace, patchset, plan.summary, points)
 

@@ -643,3 +643,21 @@ def test_cli_correlate_list(displaced, tmp_path):
     assert res.exit_code == 0, res.output
     model = likelihood.compile(json.loads(out.read_text()))
     assert {"A_ucbSRee", "B_ucbSRee"} <= set(model.parameter_names)
+
+
+def test_relabel_matches_points_named_differently(displaced, tmp_path):
+    ee, mm = displaced_patchsets(displaced)
+    mm["metadata"]["labels"] = ["mass", "ctau"]
+    with pytest.raises(CombineError, match="labels"):
+        recast.combine_likelihoods([displaced["ee"], displaced["mm"]], patchsets=[ee, mm])
+    path = tmp_path / "m.toml"
+    path.write_text('[labels.SRmm]\nmass = "m_N"\n')
+    result = recast.combine_likelihoods(
+        [displaced["ee"], displaced["mm"]], patchsets=[ee, mm], mapping=path
+    )
+    assert result.patchset["metadata"]["labels"] == ["m_N", "ctau"]
+    assert len(result.patchset["patches"]) == len(SIGNAL)
+    with pytest.raises(CombineError, match="no label 'mas'"):
+        recast.combine_likelihoods(
+            [displaced["ee"], displaced["mm"]], patchsets=[ee, mm], relabel={"SRmm": {"mas": "m_N"}}
+        )
