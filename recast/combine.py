@@ -17,7 +17,7 @@ parameters
     ``correlate="auto"``: a parameter name used by several analyses is one shared
     parameter when its constraint is of the same kind everywhere (normsys/histosys:
     unit Gaussian; lumi; normfactor; shapefactor of the same size).  A same-named
-    parameter whose constraint differs is kept apart (renamed ``<name>_<param>`` in each
+    parameter whose constraint differs is kept apart (renamed ``<analysis>_<param>`` in each
     analysis) with a warning.  MC-statistical parameters (staterror, shapesys) belong to
     their channel and are never shared.  ``rename`` (``{"ANA:param": "new"}``) renames or
     correlates explicitly.  The POI of every analysis becomes one POI.
