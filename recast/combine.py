@@ -192,6 +192,13 @@ def _load_inputs(workspaces: Any, prefixes: Sequence[str] | None) -> list[_Input
         else:
             raise CombineError(f"workspace {i + 1}: give a dict or a path, got {type(ws).__name__}")
         validate_workspace(spec, source=source)
+        if len(spec["measurements"]) > 1:
+            log.warning(
+                "%s has %d measurements; the combination uses the first, %r",
+                source,
+                len(spec["measurements"]),
+                spec["measurements"][0]["name"],
+            )
         inputs.append(_Input(i, name or default, source, spec))
     names = [x.name for x in inputs]
     if prefixes is None and len(set(names)) != len(names):
