@@ -830,6 +830,141 @@ def contour_command(
 
 
 # ---------------------------------------------------------------------------------------
+# combine (issue: recastkit combine)
+# ---------------------------------------------------------------------------------------
+
+
+@main.command("combine")
+@click.argument("workspaces", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Combined workspace."
+)
+@click.option(
+    "--patchset",
+    "patchsets",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Signal patchset (or folder of patch.<name>.json) of each input, in order; repeat.",
+)
+@click.option(
+    "--patchset-output",
+    type=click.Path(dir_okay=False),
+    help="Combined patchset [default: <output stem>_patchset.json].",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(exists=True, dir_okay=False),
+    help='Renames / correlations (JSON or TOML): {"ANA1:JES_1": "JES_1", ...}, [settings].',
+)
+@click.option(
+    "--prefix",
+    "prefixes",
+    multiple=True,
+    metavar="NAME",
+    help="Name of each input (repeat, in order); clashing channels become NAME_<channel>.",
+)
+@click.option("--always-prefix", is_flag=True, help="Prefix every channel with its input's name.")
+@click.option(
+    "--drop-channel",
+    "drop_channels",
+    multiple=True,
+    metavar="[ANA:]CHANNEL",
+    help="Leave this channel out (repeatable).",
+)
+@click.option(
+    "--join",
+    type=click.Choice(["exact", "inner", "outer"]),
+    default="exact",
+    show_default=True,
+    help="Points in some patchsets only: an error, left out, or kept.",
+)
+@click.option(
+    "--correlate",
+    default="auto",
+    show_default=True,
+    metavar="auto|none|A,B,...",
+    help="Share same-named parameters with the same constraint (auto), none, or only these.",
+)
+@click.option("--poi", default=None, help="Name of the combined POI [default: the first's].")
+@click.option("--hepdata", default=None, help="INSPIRE id for the combined patchset.")
+def combine_command(
+    workspaces: tuple[str, ...],
+    output: str,
+    patchsets: tuple[str, ...],
+    patchset_output: str | None,
+    mapping: str | None,
+    prefixes: tuple[str, ...],
+    always_prefix: bool,
+    drop_channels: tuple[str, ...],
+    join: str,
+    correlate: str,
+    poi: str | None,
+    hepdata: str | None,
+) -> None:
+    """Combine the likelihoods of several analyses into one workspace (and patchset).
+
+    \b
+    Example:
+      recastkit combine SRee_bkgonly.json SRmm_bkgonly.json -o combined.json \\
+          --patchset ee_patchset.json --patchset mm_patchset.json
+
+    Nothing is written unless the combination (and every combined patch) validates.
+    See docs/combine.md.
+    """
+    from pathlib import Path
+
+    from recast.combine import combine_likelihoods, write_combination
+
+    if patchset_output is not None and not patchsets:
+        raise click.UsageError("--patchset-output needs --patchset (one per input)")
+    result = combine_likelihoods(
+        list(workspaces),
+        patchsets=list(patchsets) or None,
+        join=join,
+        prefixes=list(prefixes) or None,
+        always_prefix=always_prefix,
+        correlate=correlate if correlate in ("auto", "none") else _scan_split(correlate),
+        mapping=mapping,
+        drop_channels=drop_channels,
+        poi=poi,
+        hepdata=hepdata,
+        progress=sys.stderr.isatty(),
+    )
+    if result.patchset is not None and patchset_output is None:
+        out = Path(output)
+        patchset_output = str(out.with_name(f"{out.stem}_patchset.json"))
+    s = result.summary
+    for ana, rows in s.groupby("analysis", sort=False):
+        ch = rows[rows["kind"] == "channel"]
+        par = rows[rows["kind"] == "parameter"]
+        counts = par["status"].value_counts()
+        click.echo(
+            f"{ana} ({rows['source'].iloc[0]}): {int((ch['status'] != 'dropped').sum())} "
+            f"channel(s) ({int((ch['status'] == 'prefixed').sum())} prefixed, "
+            f"{int((ch['status'] == 'dropped').sum())} dropped); {len(par)} parameter(s): "
+            + ", ".join(f"{v} {k}" for k, v in counts.items())
+        )
+    changed = s[s["status"].isin(["renamed", "kept_apart"])]
+    for r in changed.itertuples(index=False):
+        click.echo(f"  {r.analysis}:{r.name} -> {r.combined_name} ({r.status}: {r.note})")
+    written = write_combination(result, output, patchset_output=patchset_output)
+    ws = result.workspace
+    click.echo(
+        f"wrote {written[0]}: {len(ws['channels'])} channels, "
+        f"{len(ws['measurements'][0]['config']['parameters'])} parameter settings, "
+        f"POI {ws['measurements'][0]['config']['poi']}"
+    )
+    if result.patchset is not None:
+        pts = result.points
+        left = int((~pts["kept"].astype(bool)).sum())
+        click.echo(
+            f"wrote {written[1]}: {len(result.patchset['patches'])} points ({join} join"
+            + (f"; {left} point(s) left out" if left else "")
+            + ")"
+        )
+
+
+# ---------------------------------------------------------------------------------------
 # demo (issue: bundled example)
 # ---------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "MappingError": "recast.errors",
     "ScanError": "recast.errors",
     "ContourError": "recast.errors",
+    "CombineError": "recast.errors",
     # fetch
     "fetch": "recast.hepdata",
     "cache_entries": "recast.cache",
@@ -47,6 +48,10 @@ _EXPORTS: dict[str, str] = {
     "plot_exclusion": "recast.contour",
     "plot_brazil": "recast.contour",
     "Contours": "recast.contour",
+    # combination
+    "combine": "recast.combine",
+    "combine_likelihoods": "recast.combine",
+    "Combination": "recast.combine",
     # bundled example
     "run_demo": "recast.demo",
 }
@@ -57,6 +62,7 @@ __all__ = install_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from recast.archive import Likelihood, likelihoods, load_likelihood
     from recast.cache import cache_entries, clear_cache
+    from recast.combine import Combination, combine, combine_likelihoods
     from recast.contour import (
         Contours,
         exclusion_contour,
@@ -68,6 +74,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from recast.errors import (
         ArchiveError,
         CacheMiss,
+        CombineError,
         ContourError,
         DownloadError,
         MappingError,

@@ -16,6 +16,7 @@ __all__ = [
     "MappingError",
     "ScanError",
     "ContourError",
+    "CombineError",
 ]
 
 
@@ -53,3 +54,7 @@ class ScanError(RecastError, ValueError):
 
 class ContourError(RecastError, ValueError):
     """A contour cannot be extracted (too few points, unknown column...)."""
+
+
+class CombineError(RecastError, ValueError):
+    """Workspaces or patchsets cannot be combined (clashing names, conflicting settings...)."""

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 RECAST_PUBLIC = {
     "ArchiveError",
     "CacheMiss",
+    "Combination",
+    "CombineError",
     "ContourError",
     "Contours",
     "DownloadError",
@@ -34,6 +36,8 @@ RECAST_PUBLIC = {
     "best_expected",
     "cache_entries",
     "clear_cache",
+    "combine",
+    "combine_likelihoods",
     "exclusion_contour",
     "export_contours",
     "fetch",
