@@ -16,6 +16,7 @@ __all__ = [
     "MappingError",
     "ScanError",
     "ContourError",
+    "CacheError",
 ]
 
 
@@ -53,3 +54,15 @@ class ScanError(RecastError, ValueError):
 
 class ContourError(RecastError, ValueError):
     """A contour cannot be extracted (too few points, unknown column...)."""
+
+
+class CacheError(RecastError, OSError):
+    """The cache cannot be written or read (read-only folder, full disk), or an entry is
+    corrupt and cannot be repaired.  ``path`` names the file or folder concerned."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
