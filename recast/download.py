@@ -347,6 +347,16 @@ def download(
     return _with_retries(url, policy, once)
 
 
+def _write(out: Any, chunk: bytes, path: Path) -> None:
+    try:
+        out.write(chunk)
+        out.flush()  # a full disk shows here, not in a later close
+    except OSError as err:
+        if err.filename is None:  # write(2) errors name no file
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+
+
 def _stream(
     resp: requests.Response,
     tmp: Path,
@@ -382,7 +392,7 @@ def _stream(
                 chunk = resp.raw.read1(1 << 16, decode_content=False)
                 if not chunk:
                     break
-                out.write(chunk)
+                _write(out, chunk, tmp)
                 sha.update(chunk)
                 size += len(chunk)
                 bar.update(len(chunk))

@@ -12,6 +12,7 @@ that the cache can verify the files later.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -55,8 +56,10 @@ class ExtractedFile(NamedTuple):
 class _WriteFailed(Exception):
     """Writing an extracted file failed (disk full, read-only...): not the archive's fault."""
 
-    def __init__(self, err: OSError) -> None:
+    def __init__(self, err: OSError, path: Path | None = None) -> None:
         super().__init__(str(err))
+        if err.filename is None and path is not None:  # write(2) errors name no file
+            err = OSError(err.errno, err.strerror, str(path))
         self.err = err
 
 
@@ -179,8 +182,9 @@ def _copy(
     try:
         out = open(target, "wb")
     except OSError as err:
-        raise _WriteFailed(err) from err
-    with out:
+        raise _WriteFailed(err, target) from err
+    with contextlib.ExitStack() as stack:
+        stack.callback(_close, out, target)
         while True:
             chunk = src.read(1 << 20)
             if not chunk:
@@ -194,14 +198,21 @@ def _copy(
             try:
                 out.write(chunk)
             except OSError as err:
-                raise _WriteFailed(err) from err
+                raise _WriteFailed(err, target) from err
         try:
             out.flush()
             os.fchmod(out.fileno(), 0o644)
         except OSError as err:
-            raise _WriteFailed(err) from err
+            raise _WriteFailed(err, target) from err
     mtime_ns = target.stat().st_mtime_ns
     return ExtractedFile(rel.as_posix(), size, sha.hexdigest(), mtime_ns)
+
+
+def _close(out: IO[bytes], target: Path) -> None:
+    try:
+        out.close()
+    except OSError as err:
+        raise _WriteFailed(err, target) from err
 
 
 def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, archive: Any) -> IO[bytes]:
