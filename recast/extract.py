@@ -257,7 +257,7 @@ def _plan_zip(zf: zipfile.ZipFile, plan: _Plan) -> None:
         plan.add(info.filename, rel, opener, info.file_size)
 
 
-_DECOMPRESSORS: dict[str, Callable[..., IO[bytes]]] = {
+_DECOMPRESSORS: dict[str, Callable[..., Any]] = {
     "gzip": gzip.open,
     "bzip2": bz2.open,
     "xz": lzma.open,

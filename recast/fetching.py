@@ -157,7 +157,7 @@ def fetch(
                     _remember_labels(root, key, content, labels)
                 log.info("%s: cached in %s", src.text, content)
                 return content
-        if offline:
+        if offline and src.kind != "file":  # a local archive needs no network
             raise CacheMiss(
                 f"{src.text!r} is not in the cache {root}; run `recastkit fetch {src.text}` "
                 "without --offline, with network access, to download it first"
@@ -239,6 +239,9 @@ def fetch(
             chosen = list(labels) if labels is not None else _known_labels(fields)
             if chosen is not None:
                 archive.likelihoods(content, labels=chosen)  # right number of labels?
+            m = re.fullmatch(r"hepdata-resource-(\d+)", key)
+            if m:
+                fields.setdefault("resource_id", int(m.group(1)))
             manifest = _manifest(src, key, fields, digests, chosen)
             entry = store.install_entry(root, key, work, manifest, replace=refresh)
         finally:
@@ -295,7 +298,7 @@ def _plan(src: Source, session: requests.Session, policy: RetryPolicy) -> _Plan:
                 f"{', '.join(kinds) or 'none'}); this analysis published no full likelihood, "
                 "or pass a resource DOI / URL directly"
             )
-        fields = {
+        fields: dict[str, Any] = {
             "hepdata_recid": rec.recid,
             "hepdata_version": rec.version,
             "inspire_id": rec.inspire_id,
@@ -304,7 +307,7 @@ def _plan(src: Source, session: requests.Session, policy: RetryPolicy) -> _Plan:
         if len(hist) == 1:
             r = hist[0]
             key = resolve.resource_key(r.id) if r.id is not None else None
-            part = {"doi": r.doi, "description": r.description}
+            part: dict[str, Any] = {"doi": r.doi, "description": r.description}
             if r.id is not None:
                 part["resource_id"] = r.id
             return _Plan(key, [_Part(r.url, "", part)], fields)
@@ -319,18 +322,15 @@ def _plan(src: Source, session: requests.Session, policy: RetryPolicy) -> _Plan:
         fields["url"] = f"{resolve.hepdata_url()}/record/{rec.recid}?version={rec.version}"
         return _Plan(f"hepdata.{rec.recid}.v{rec.version}", parts, fields)
     url = resolve.archive_url(src)
-    fields: dict[str, Any] = {}
-    for name in ("recid", "version", "doi"):
-        value = getattr(src, name)
-        if value is not None:
-            fields[{"recid": "hepdata_recid", "version": "hepdata_version"}.get(name, name)] = value
     if src.kind == "resource":
         assert src.resource_id is not None
-        return _Plan(resolve.resource_key(src.resource_id), [_Part(url, "", fields)], {})
+        return _Plan(resolve.resource_key(src.resource_id), [_Part(url, "", {})], {})
     if src.kind == "url":
         key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:20]
-        return _Plan(key, [_Part(url, "", fields)], {})
-    return _Plan(None, [_Part(url, "", fields)], {})  # DOI: the final URL names the entry
+        return _Plan(key, [_Part(url, "", {})], {})
+    return _Plan(
+        None, [_Part(url, "", {})], {}
+    )  # DOI: the final URL names the entry  # DOI: the final URL names the entry
 
 
 def resolve_record(
