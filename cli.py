@@ -116,7 +116,7 @@ def _likelihoods_table(table: Any) -> str:
     default=None,
     metavar="SECONDS",
     help="Abandon a download attempt after SECONDS without progress (stall), give up after "
-    "max(120, 60 x SECONDS) in all [default: 30 s stall, 1 h in all].",
+    "max(120, 60 x SECONDS) in all [default: 20 s stall, 1 h in all].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for machines.")
 def fetch_command(

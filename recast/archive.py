@@ -36,7 +36,7 @@ import pandas as pd
 from likelihood.errors import InvalidSpecification
 from likelihood.spec import digest, read_json
 from recast.errors import ArchiveError
-from recast.store import entry_manifest
+from recast.store import entry_manifest, entry_of
 
 __all__ = [
     "Likelihood",
@@ -224,9 +224,13 @@ def _read(path: Path) -> Any:
     try:
         return read_json(path)
     except InvalidSpecification as err:
-        raise ArchiveError(
-            f"{err}; the archive may be damaged: fetch it again with --refresh"
-        ) from err
+        hint = (
+            "the cached copy may be damaged: run `recastkit cache verify`, or fetch it again "
+            "with --refresh"
+            if entry_of(path) is not None
+            else "check the file"
+        )
+        raise ArchiveError(f"{err}; {hint}") from err
 
 
 def _folder(folder: str | os.PathLike[str]) -> Path:

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Default of ``--timeout``: seconds without progress before an attempt is abandoned.
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 20.0
 
 
 class RetryPolicy(NamedTuple):
@@ -62,8 +62,10 @@ class RetryPolicy(NamedTuple):
     Waits grow as ``backoff * 2**(attempt - 1)``; a ``Retry-After`` header (seconds or an
     HTTP date) takes precedence; no single wait exceeds ``max_wait``.  An attempt is
     abandoned when fewer than ``stall_bytes`` bytes arrive within ``stall_timeout``
-    seconds (a dead or dripping server); the request as a whole (every attempt and wait)
-    gives up after ``deadline`` seconds.
+    seconds (a dead or dripping server), and at most ``stall_attempts`` attempts may end
+    that way or in a timeout (a dead server is given up on after about
+    ``stall_attempts * read_timeout`` seconds, not ``attempts`` times that); the request as
+    a whole (every attempt and wait) gives up after ``deadline`` seconds.
     """
 
     attempts: int = 5  #: total tries per request
@@ -73,6 +75,7 @@ class RetryPolicy(NamedTuple):
     read_timeout: float = DEFAULT_TIMEOUT  #: seconds without any byte from the server
     stall_timeout: float = DEFAULT_TIMEOUT  #: window of the stall detector, seconds
     stall_bytes: int = 16 * 1024  #: bytes that must arrive in each stall window
+    stall_attempts: int = 2  #: attempts that may end in a timeout or a stall
     deadline: float = 3600.0  #: overall limit of one request, retries included, seconds
 
     @classmethod
@@ -112,12 +115,13 @@ class HostUnreachable(DownloadError):
 
 
 class _Retry(Exception):
-    """An attempt failed in a way worth retrying."""
+    """An attempt failed in a way worth retrying (``stalled``: the server went silent)."""
 
-    def __init__(self, reason: str, hint: float | None = None) -> None:
+    def __init__(self, reason: str, hint: float | None = None, *, stalled: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.hint = hint
+        self.stalled = stalled
 
 
 def new_session() -> requests.Session:
@@ -185,20 +189,24 @@ def _with_retries(url: str, policy: RetryPolicy, attempt_once: Callable[[float],
     connection errors and timeouts; the single retry loop of recastkit."""
     deadline = time.monotonic() + policy.deadline
     last = ""
-    attempt = 0
+    attempt = stalls = 0
     for attempt in range(1, policy.attempts + 1):
         hint: float | None = None
         try:
             return attempt_once(deadline)
         except _Retry as err:
             last, hint = err.reason, err.hint
-        except (requests.ConnectionError, requests.Timeout) as err:
+            stalls += err.stalled
+        except requests.Timeout as err:
+            last = f"no answer within {policy.read_timeout:g} s ({_short(err)})"
+            stalls += 1
+        except requests.ConnectionError as err:
             why = _unreachable(err)
             if why is not None:
                 raise HostUnreachable(url, why) from None
             last = _short(err)
         left = deadline - time.monotonic()
-        if attempt == policy.attempts:
+        if attempt == policy.attempts or stalls >= policy.stall_attempts:
             break
         wait = _wait(policy, attempt, hint)
         if left <= wait:
@@ -410,11 +418,14 @@ def _stream(
                     if window_size < policy.stall_bytes:
                         raise _Retry(
                             f"stalled: {window_size} bytes in the last "
-                            f"{now - window_start:.0f} s, {size} bytes in all"
+                            f"{now - window_start:.0f} s, {size} bytes in all",
+                            stalled=True,
                         )
                     window_start, window_size = now, 0
     except (urllib3.exceptions.ReadTimeoutError, requests.Timeout, TimeoutError) as err:
-        raise _Retry(f"stalled: no byte for {policy.read_timeout:g} s after {size} bytes") from err
+        raise _Retry(
+            f"stalled: no byte for {policy.read_timeout:g} s after {size} bytes", stalled=True
+        ) from err
     except (
         requests.ConnectionError,
         requests.exceptions.ChunkedEncodingError,
