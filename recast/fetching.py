@@ -193,8 +193,10 @@ def fetch(
                     key = _key_from_url(src, dl.url)
                     if not refresh:
                         hit = _verified(root, key, offline=offline)
-                        if hit is not None:
+                        if hit is not None:  # the same resource, reached through a DOI
                             store.record_source(root, src.ident, key)
+                            if labels is not None:
+                                _remember_labels(root, key, hit, labels)
                             return hit
                 folder = part.folder or (
                     resolve.folder_name(dl.filename, i) if len(plan.parts) > 1 else ""
@@ -237,8 +239,14 @@ def fetch(
             fields = dict(plan.fields)
             fields.update(parts[0] if len(parts) == 1 else _multi(parts))
             chosen = list(labels) if labels is not None else _known_labels(fields)
-            if chosen is not None:
+            if labels is not None:
                 archive.likelihoods(content, labels=chosen)  # right number of labels?
+            elif chosen is not None:
+                try:
+                    archive.likelihoods(content, labels=chosen)
+                except ArchiveError as err:  # a known record whose archive changed shape
+                    log.warning("not using the known labels %s: %s", chosen, err)
+                    chosen = None
             m = re.fullmatch(r"hepdata-resource-(\d+)", key)
             if m:
                 fields.setdefault("resource_id", int(m.group(1)))
