@@ -435,3 +435,24 @@ def test_cache_list_sizes_are_human(tmp_path: Path, runner: CliRunner) -> None:
     assert result.exit_code == 0
     shown = f"{size / 1024:.1f} KiB" if size >= 1024 else f"{size} B"
     assert shown in result.output and "0.0 MiB" not in result.output
+
+
+def test_scan_of_files_inside_the_cache_repairs_the_entry_first(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    src = make_tar(tmp_path / "lh.tgz", _legacy_files())
+    content = recast.fetch(src, cache_dir=tmp_path / "cache")
+    folder = content / "RegionA"
+    bkg = folder / "BkgOnly.json"
+    original = bkg.read_bytes()
+    spec = json.loads(original)
+    spec["observations"][0]["data"][0] += 40
+    bkg.write_text(json.dumps(spec))
+    out = tmp_path / "r.csv"
+    result = runner.invoke(main, ["scan", str(bkg), str(folder), "-o", str(out), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert bkg.read_bytes() == original  # the edited observation was not used
+    scanned = recast.scan(json.loads(original), str(folder), jobs=1)
+    import pandas as pd
+
+    assert pd.read_csv(out).cls_obs.tolist() == pytest.approx(scanned.cls_obs.tolist(), rel=1e-9)
