@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import errno
 import functools
 import gzip
 import hashlib
@@ -51,6 +52,10 @@ class ExtractedFile(NamedTuple):
     size: int  #: bytes
     sha256: str
     mtime_ns: int  #: modification time right after writing (fast path of verification)
+
+
+#: write errors caused by a member's name (too long, invalid), not by the file system's state
+_MEMBER_ERRNOS = {errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.ENOTDIR, errno.EISDIR}
 
 
 class _WriteFailed(Exception):
@@ -341,6 +346,12 @@ def extract(
                 files = plan.write()
     except _WriteFailed as err:
         shutil.rmtree(dest, ignore_errors=True)
+        if err.err.errno in _MEMBER_ERRNOS:  # the member's name, not the disk, is at fault
+            rel = os.path.relpath(str(err.err.filename or dest), dest)
+            raise ArchiveError(
+                f"{label}: entry {rel!r} cannot be unpacked ({err.err.strerror}); the archive "
+                "holds a name this file system does not accept"
+            ) from err.err
         raise err.err from None
     except ArchiveError:
         shutil.rmtree(dest, ignore_errors=True)

@@ -456,3 +456,15 @@ def test_scan_of_files_inside_the_cache_repairs_the_entry_first(
     import pandas as pd
 
     assert pd.read_csv(out).cls_obs.tolist() == pytest.approx(scanned.cls_obs.tolist(), rel=1e-9)
+
+
+def test_member_name_too_long_for_the_file_system(tmp_path: Path) -> None:
+    # a valid tar whose member name the file system refuses (255 bytes per name on ext4 /
+    # tmpfs): an archive problem naming the member, not a "damaged gzip" or a disk error
+    name = "x" * 300 + "/BkgOnly.json"
+    archive = _tar(tmp_path / "long.tgz", [(name, b"{}")])
+    with pytest.raises(
+        ArchiveError, match=r"entry 'x{300}.*cannot be unpacked \(File name too long\)"
+    ):
+        recast.fetch(archive, cache_dir=tmp_path / "cache")
+    _nothing_cached(tmp_path / "cache")
