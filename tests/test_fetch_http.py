@@ -262,7 +262,9 @@ def test_retry_after_is_capped(server: HEPDataServer, env: Path) -> None:
     server.inject(Fault(r"/doi/", "status", status=503, retry_after="3600"))
     t0 = time.monotonic()
     _fetch(RES_DOI, env, retry=RetryPolicy(attempts=3, backoff=0.01, max_wait=0.2))
-    assert time.monotonic() - t0 < 2.5  # one wait of at most max_wait=0.2 s, not an hour
+    # one wait of at most max_wait=0.2 s, not an hour (the bound leaves room for the
+    # download and extraction of the 2 MB archive on a loaded machine: ~1.5 s)
+    assert time.monotonic() - t0 < 10
     assert len([p for p in server.paths() if p.startswith("/doi/")]) == 2
 
 
