@@ -118,10 +118,21 @@ def file_lock(root: Path, name: str) -> Iterator[None]:
     opens its own file description).
     """
     locks = root / _LOCKS_DIR
-    locks.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:150]
     path = locks / f"{safe}.lock"
-    with open(path, "a+b") as fh:
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+b")
+    except OSError as err:
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        # A read-only cache (e.g. a prepared copy mounted read-only) can still be read;
+        # nobody can install into it, so there is nothing to serialise.  Writes fail later,
+        # with a message naming the path.
+        log.debug("cache %s is read-only: no lock %s", root, name)
+        yield
+        return
+    with fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -372,9 +383,10 @@ def open_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         The folder cannot be created or written (read-only, full disk...).
     """
     root = cache_root(cache_dir)
+    if root.is_dir():  # possibly read-only: fine for cache hits
+        return root
     with os_errors(root):
         root.mkdir(parents=True, exist_ok=True)
-        (root / _LOCKS_DIR).mkdir(exist_ok=True)
     return root
 
 

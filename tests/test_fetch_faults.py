@@ -468,3 +468,26 @@ def test_member_name_too_long_for_the_file_system(tmp_path: Path) -> None:
     ):
         recast.fetch(archive, cache_dir=tmp_path / "cache")
     _nothing_cached(tmp_path / "cache")
+
+
+def test_read_only_cache_still_serves_its_entries(tmp_path: Path, runner: CliRunner) -> None:
+    # a cache prepared elsewhere and mounted read-only (e.g. on a cluster): hits work,
+    # anything that would write fails in one line naming the path
+    src = make_tar(tmp_path / "lh.tgz", _legacy_files())
+    other = make_tar(tmp_path / "other.tgz", _legacy_files(("RegionZ",)))
+    mnt = tmp_path / "cache"
+    with _tmpfs(mnt, size="4m") as mounted:
+        if not mounted:
+            pytest.skip("mount -t tmpfs is not allowed here: no real read-only cache to test")
+        content = recast.fetch(src, cache_dir=mnt)
+        remount = subprocess.run(
+            ["mount", "-o", "remount,ro", str(mnt)], capture_output=True, timeout=10
+        )
+        if remount.returncode != 0:
+            pytest.skip("remount read-only refused")
+        result = runner.invoke(main, ["fetch", str(src), "--cache-dir", str(mnt), "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["path"] == str(content)
+        result = runner.invoke(main, ["fetch", str(other), "--cache-dir", str(mnt)])
+        _one_line_error(result, "cannot write", "Read-only file system")
+        assert recast.cache_entries(mnt).key.tolist() == [content.parent.name]
