@@ -507,8 +507,11 @@ def _scan_inputs(
                 "--region / --all-regions choose likelihoods of a fetched source; with "
                 "BKGONLY PATCHSET give neither"
             )
+        from recast.store import entry_of
+
         for path in (source, patchset):  # files inside the cache: check the entry first
-            recast.fetch(Path(path).parent)
+            if Path(path).exists() and entry_of(path) is not None:
+                recast.fetch(Path(path).parent)
         return source, patchset
     if Path(source).is_file() and not _is_archive(source):
         raise ScanError(
