@@ -134,7 +134,7 @@ def fetch(
         assert src.path is not None
         found = store.entry_of(src.path)
         if found is not None:  # a folder inside the cache: check it like a cache hit
-            _verified(found[0], found[1], offline=True)
+            _verified(found[0], found[1], offline=True, in_place=True)
             if labels is not None:
                 _remember_labels(found[0], found[1], src.path, labels)
         return src.path
@@ -506,7 +506,7 @@ def _unreachable(err: HostUnreachable, src: Source, root: Path) -> DownloadError
 # ---------------------------------------------------------------------------------------
 
 
-def _verified(root: Path, key: str, *, offline: bool) -> Path | None:
+def _verified(root: Path, key: str, *, offline: bool, in_place: bool = False) -> Path | None:
     """The content folder of entry ``key`` after checking its files against the manifest.
 
     A corrupt entry is re-extracted from its kept archive; without an intact archive it is
@@ -523,11 +523,17 @@ def _verified(root: Path, key: str, *, offline: bool) -> Path | None:
     if check.repairable:
         return _reextract(root, key)
     if offline:
+        source = store.read_manifest(root / key).get("source")
+        again = (
+            f"fetch it again (`recastkit fetch {source} --refresh`)"
+            if in_place
+            else "fetch it again without --offline"
+        )
         raise CacheError(
             f"cache entry {key} is corrupt ({check.problems[0]}"
             + (f", and {len(check.problems) - 1} more" if len(check.problems) > 1 else "")
-            + ") and its archive is not kept; fetch it again without --offline, or remove it "
-            f"with `recastkit cache clear --key {key}`",
+            + f") and its archive is not kept; {again}, or remove it with "
+            f"`recastkit cache clear --key {key}`",
             path=root / key,
         )
     store.remove_entry(root, key)
