@@ -490,7 +490,7 @@ class EntryCheck(NamedTuple):
     checked: int  #: files compared with the manifest
     hashed: int  #: files whose sha256 was computed
     problems: list[str]  #: one line per missing / changed file
-    repairable: bool  #: the downloaded archive is kept and intact
+    repairable: bool  #: the downloaded archive is kept and intact (checked only if not ok)
 
 
 def verify_entry(root: Path, key: str, *, full: bool = False) -> EntryCheck:
@@ -504,6 +504,7 @@ def verify_entry(root: Path, key: str, *, full: bool = False) -> EntryCheck:
     manifest = read_manifest(entry)
     digests = manifest.get("digests")
     problems: list[str] = []
+    touched: dict[str, int] = {}
     checked = hashed = 0
     content = entry / CONTENT_DIR
     if isinstance(digests, dict):
@@ -534,9 +535,25 @@ def verify_entry(root: Path, key: str, *, full: bool = False) -> EntryCheck:
                 problems.append(
                     f"{path}: sha256 {got[:12]}..., {str(want.get('sha256'))[:12]}... recorded"
                 )
-    return EntryCheck(
-        key, not problems, checked, hashed, problems, _archives_intact(entry, manifest)
-    )
+            elif st.st_mtime_ns != want.get("mtime_ns"):
+                touched[rel] = st.st_mtime_ns  # intact, only touched (e.g. copied without -p)
+    if touched and not problems:
+        _remember_mtimes(root, key, touched)
+    repairable = bool(problems) and _archives_intact(entry, manifest)
+    return EntryCheck(key, not problems, checked, hashed, problems, repairable)
+
+
+def _remember_mtimes(root: Path, key: str, touched: dict[str, int]) -> None:
+    """Record the new modification times of intact files, so that the next check of the
+    entry takes the fast path again (best effort: a read-only cache stays as it is)."""
+    try:
+        with file_lock(root, f"entry-{key}"):
+            manifest = read_manifest(root / key)
+            for rel, mtime_ns in touched.items():
+                manifest["digests"][rel]["mtime_ns"] = mtime_ns
+            atomic_write_json(root / key / MANIFEST_NAME, manifest)
+    except (OSError, RecastError, KeyError, TypeError) as err:
+        log.debug("cannot record new mtimes in %s: %s", root / key, err)
 
 
 def kept_archives(entry: Path, manifest: dict[str, Any]) -> list[tuple[Path, str, str]]:

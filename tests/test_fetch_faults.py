@@ -491,3 +491,19 @@ def test_read_only_cache_still_serves_its_entries(tmp_path: Path, runner: CliRun
         result = runner.invoke(main, ["fetch", str(other), "--cache-dir", str(mnt)])
         _one_line_error(result, "cannot write", "Read-only file system")
         assert recast.cache_entries(mnt).key.tolist() == [content.parent.name]
+
+
+def test_touched_but_intact_files_are_hashed_once(tmp_path: Path) -> None:
+    from recast import store
+
+    src = make_tar(tmp_path / "lh.tgz", _legacy_files())
+    cache = tmp_path / "cache"
+    content = recast.fetch(src, cache_dir=cache)
+    key = content.parent.name
+    later = time.time_ns() + 10**10
+    for f in content.rglob("*.json"):  # as `cp -r` without -p does
+        os.utime(f, ns=(later, later))
+    first = store.verify_entry(cache, key)
+    assert first.ok and first.hashed == first.checked == len(_legacy_files())
+    again = store.verify_entry(cache, key)
+    assert again.ok and again.hashed == 0  # the new times were recorded: fast path again
