@@ -105,7 +105,18 @@ def _likelihoods_table(table: Any) -> str:
 @click.option("--refresh", is_flag=True, help="Download again even if cached.")
 @click.option("--force", is_flag=True, help="Allow URLs outside hepdata.net / doi.org.")
 @click.option(
-    "--labels", default=None, help="Names of the point values of legacy patch files: m1,m2,..."
+    "--labels",
+    default=None,
+    help="Names of the point values of legacy patch files: m1,m2,... (remembered with the "
+    "cache entry: later scans of it use them).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Abandon a download attempt after SECONDS without progress (stall), give up after "
+    "max(120, 60 x SECONDS) in all [default: 20 s stall, 1 h in all].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for machines.")
 def fetch_command(
@@ -116,6 +127,7 @@ def fetch_command(
     refresh: bool,
     force: bool,
     labels: str | None,
+    timeout: float | None,
     as_json: bool,
 ) -> None:
     """Find, download (once) and list the likelihoods of SOURCE.
@@ -132,7 +144,7 @@ def fetch_command(
     import json
 
     from recast.archive import likelihoods
-    from recast.hepdata import fetch
+    from recast.fetching import fetch
 
     label_list = _split_labels(labels)
     path = fetch(
@@ -143,6 +155,8 @@ def fetch_command(
         progress=not as_json,
         inspire=inspire,
         force=force,
+        labels=label_list,
+        timeout=timeout,
     )
     table = likelihoods(path, labels=label_list)
     if as_json:
@@ -155,7 +169,7 @@ def fetch_command(
 
 @main.group("cache")
 def cache_group() -> None:
-    """List or clear the local cache of downloaded likelihood archives."""
+    """List, verify or clear the local cache of downloaded likelihood archives."""
 
 
 @cache_group.command("list")
@@ -170,7 +184,7 @@ def cache_list_command(cache_dir: str | None, as_json: bool) -> None:
     """List the cached archives (key, size, time, source)."""
     import json
 
-    from recast.cache import cache_entries, cache_root
+    from recast.store import cache_entries, cache_root
 
     entries = cache_entries(cache_dir)
     root = cache_root(cache_dir)
@@ -182,9 +196,53 @@ def cache_list_command(cache_dir: str | None, as_json: bool) -> None:
         click.echo(f"cache {root} is empty")
         return
     for e in entries.itertuples(index=False):
-        size = f"{(e.size or 0) / 1024**2:.1f} MiB"
-        click.echo(f"{e.key}  {size:>10}  {e.time}  {e.source}")
+        click.echo(f"{e.key}  {_human_size(e.size):>10}  {e.time}  {e.source}")
     click.echo(f"\n{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {root}")
+
+
+def _human_size(size: Any) -> str:
+    """``8.8 kB``-style sizes (powers of 1024, as `du -h`)."""
+    value = float(size or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover
+
+
+@cache_group.command("verify")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Cache folder [default: $RECASTKIT_CACHE, else the XDG cache folder].",
+)
+@click.option("--key", "keys", multiple=True, help="Verify only this entry (repeatable).")
+@click.option("--no-repair", is_flag=True, help="Only report; do not re-extract corrupt entries.")
+def cache_verify_command(cache_dir: str | None, keys: tuple[str, ...], no_repair: bool) -> None:
+    """Check every cached file against its recorded sha256; repair from the kept archive."""
+    from recast.errors import CacheError
+    from recast.fetching import verify_cache
+    from recast.store import cache_root
+
+    table = verify_cache(cache_dir, keys=list(keys) or None, repair=not no_repair)
+    root = cache_root(cache_dir)
+    if table.empty:
+        click.echo(f"cache {root} is empty")
+        return
+    for r in table.itertuples(index=False):
+        click.echo(
+            f"{r.key}  {r.status:<10}  {r.files} files" + (f"  {r.problem}" if r.problem else "")
+        )
+    bad = table[table.status == "corrupt"]
+    if not bad.empty:
+        raise CacheError(
+            f"{len(bad)} corrupt cache entr{'y' if len(bad) == 1 else 'ies'} in {root} that "
+            f"cannot be repaired: fetch again with --refresh, or `recastkit cache clear --key "
+            f"{bad.key.iloc[0]}`",
+            path=root,
+        )
+    click.echo(f"\n{len(table)} entr{'y' if len(table) == 1 else 'ies'} verified in {root}")
 
 
 @cache_group.command("clear")
@@ -198,7 +256,7 @@ def cache_list_command(cache_dir: str | None, as_json: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def cache_clear_command(cache_dir: str | None, keys: tuple[str, ...], yes: bool) -> None:
     """Remove cached archives (all, or those given with --key)."""
-    from recast.cache import cache_root, clear_cache
+    from recast.store import cache_root, clear_cache
 
     root = cache_root(cache_dir)
     what = ", ".join(keys) if keys else "every entry"
@@ -212,6 +270,23 @@ def cache_clear_command(cache_dir: str | None, keys: tuple[str, ...], yes: bool)
 # ---------------------------------------------------------------------------------------
 # make-patch (issue: recastkit make-patch)
 # ---------------------------------------------------------------------------------------
+
+
+def _hepdata_from_cache(bkgonly: str) -> str | None:
+    """``insNNNNNNN`` when BKGONLY lies in a cache entry fetched from a HEPData record whose
+    INSPIRE id the manifest records (said on stderr), else None."""
+    from recast.store import entry_manifest
+
+    ins = (entry_manifest(bkgonly) or {}).get("inspire_id")
+    if not (isinstance(ins, int) or (isinstance(ins, str) and ins.isdigit())):
+        return None
+    ref = f"ins{int(ins):07d}"
+    click.echo(
+        f"make-patch: --hepdata {ref} inferred: {bkgonly} comes from the fetched HEPData record "
+        f"of {ref} (give --hepdata to override)",
+        err=True,
+    )
+    return ref
 
 
 def _split_template(value: str | None) -> tuple[str | None, str | None]:
@@ -373,6 +448,8 @@ def make_patch(
     given = {k: v for k, v in native.items() if v is not None}
     df = read_yields(yields_path, format=fmt, labels=label_list, **given)
     template_path, template_point = _split_template(template)
+    if hepdata is None and template_path is None:
+        hepdata = _hepdata_from_cache(bkgonly)
     patchset = make_patchset(
         bkgonly,
         df,
@@ -430,8 +507,13 @@ def _scan_inputs(
                 "--region / --all-regions choose likelihoods of a fetched source; with "
                 "BKGONLY PATCHSET give neither"
             )
+        from recast.store import entry_of
+
+        for path in (source, patchset):  # files inside the cache: check the entry first
+            if Path(path).exists() and entry_of(path) is not None:
+                recast.fetch(Path(path).parent)
         return source, patchset
-    if Path(source).is_file():
+    if Path(source).is_file() and not _is_archive(source):
         raise ScanError(
             f"{source}: give the patchset (or the folder of patch.<name>.json files) after "
             "the background-only workspace: recastkit scan BkgOnly.json patchset.json"
@@ -455,6 +537,15 @@ def _scan_inputs(
         loaded = [recast.load_likelihood(source, r, labels=labels) for r in regions]
         return (loaded if len(loaded) > 1 else loaded[0]), None
     return recast.load_likelihood(source, None, labels=labels), None
+
+
+def _is_archive(path: str) -> bool:
+    """A local .tar.gz / .tgz / .tar / .zip (a source, like the ones `fetch` takes)."""
+    import tarfile
+
+    from recast._formats import sniff_archive
+
+    return sniff_archive(path) is not None or tarfile.is_tarfile(path)
 
 
 @main.command("scan")

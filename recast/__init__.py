@@ -30,11 +30,13 @@ _EXPORTS: dict[str, str] = {
     "ContourError": "recast.errors",
     "CombineError": "recast.errors",
     # fetch
-    "fetch": "recast.hepdata",
-    "cache_entries": "recast.cache",
-    "clear_cache": "recast.cache",
-    "likelihoods": "recast.archive",
-    "load_likelihood": "recast.archive",
+    "fetch": "recast.fetching",
+    "cache_entries": "recast.store",
+    "clear_cache": "recast.store",
+    "verify_cache": "recast.fetching",
+    "CacheError": "recast.errors",
+    "likelihoods": "recast.fetching",
+    "load_likelihood": "recast.fetching",
     "Likelihood": "recast.archive",
     # make-patch
     "read_yields": "recast.yields",
@@ -60,8 +62,7 @@ __all__ = install_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from recast.archive import Likelihood, likelihoods, load_likelihood
-    from recast.cache import cache_entries, clear_cache
+    from recast.archive import Likelihood
     from recast.combine import Combination, combine, combine_likelihoods
     from recast.contour import (
         Contours,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from recast.demo import run_demo
     from recast.errors import (
         ArchiveError,
+        CacheError,
         CacheMiss,
         CombineError,
         ContourError,
@@ -83,7 +85,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         UnsafeArchive,
         YieldsError,
     )
-    from recast.hepdata import fetch
+    from recast.fetching import fetch, likelihoods, load_likelihood, verify_cache
     from recast.patch import make_patchset
     from recast.scan import best_expected, scan
+    from recast.store import cache_entries, clear_cache
     from recast.yields import read_yields

@@ -12,6 +12,13 @@ Layouts understood (any of them below a nested top folder, any depth):
 
 A *likelihood* is one background-only workspace with its signal patches.  Its name is
 the region: the folder below the common top folder and/or the file-name prefix.
+
+The last step of :func:`recast.fetch` (resolve -> download -> store -> extract ->
+archive); everything here works on a folder.  :func:`recast.likelihoods` and
+:func:`recast.load_likelihood` (in :mod:`recast.fetching`) accept any source, fetch it,
+then call :func:`likelihoods` / :func:`load_likelihood` of this module.  Labels not given
+come from the patchset, else from the cache entry's manifest (``fetch --labels``, or the
+labels of a known published archive), else ``m1, m2, ...``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,9 +36,12 @@ import pandas as pd
 from likelihood.errors import InvalidSpecification
 from likelihood.spec import digest, read_json
 from recast.errors import ArchiveError
+from recast.store import entry_manifest, entry_of
 
 __all__ = [
     "Likelihood",
+    "has_likelihood",
+    "legacy_patchset",
     "legacy_values",
     "likelihoods",
     "load_likelihood",
@@ -167,23 +178,24 @@ def legacy_values(name: str, *, source: str | None = None) -> list[int | float]:
     return values
 
 
-def _resolve(path_or_source: str | os.PathLike[str], cache_dir: Any, offline: bool) -> Path:
-    path = Path(os.fspath(path_or_source)).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    from recast.hepdata import fetch
+def _recorded_labels(root: Path) -> list[str] | None:
+    """The labels the cache entry holding ``root`` remembers (``fetch --labels`` or a known
+    published archive), else None."""
+    manifest = entry_manifest(root)
+    labels = (manifest or {}).get("labels")
+    if isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels):
+        return list(labels)
+    return None
 
-    return fetch(path_or_source, cache_dir=cache_dir, offline=offline)
 
-
-def _default_labels(n: int, labels: list[str] | None, where: str) -> list[str]:
+def _default_labels(n: int, labels: Sequence[str] | None, where: str) -> list[str]:
     if labels is None:
         return [f"m{i}" for i in range(1, n + 1)]
     labels = list(labels)
     if len(labels) != n:
         raise ArchiveError(
             f"{where}: {len(labels)} labels given ({', '.join(labels)}) but the points have {n} "
-            f"values; pass {n} names with --labels"
+            f"values; give {n} label(s) (--labels with {n} comma-separated names)"
         )
     for lab in labels:
         if not _LABEL_RE.match(lab):
@@ -191,9 +203,9 @@ def _default_labels(n: int, labels: list[str] | None, where: str) -> list[str]:
     return labels
 
 
-def _legacy_points(f: _Found) -> list[tuple[str, list[int | float], Path]]:
+def _legacy_points(files: Sequence[Path]) -> list[tuple[str, list[int | float], Path]]:
     points = []
-    for p in f.legacy:
+    for p in files:
         name = _LEGACY_RE.match(p.name).group(1)  # type: ignore[union-attr]
         points.append((name, legacy_values(name, source=str(p)), p))
     sizes = {len(v) for _, v, _ in points}
@@ -212,28 +224,49 @@ def _read(path: Path) -> Any:
     try:
         return read_json(path)
     except InvalidSpecification as err:
+        hint = (
+            "the cached copy may be damaged: run `recastkit cache verify`, or fetch it again "
+            "with --refresh"
+            if entry_of(path) is not None
+            else "check the file"
+        )
+        raise ArchiveError(f"{err}; {hint}") from err
+
+
+def _folder(folder: str | os.PathLike[str]) -> Path:
+    path = Path(os.fspath(folder)).expanduser()
+    if not path.is_dir():
         raise ArchiveError(
-            f"{err}; the archive may be damaged: fetch it again with --refresh"
-        ) from err
+            f"{path}: not a folder; recast.archive works on extracted folders: use "
+            "recast.likelihoods / recast.load_likelihood (or recast.fetch first) for sources"
+        )
+    return path.resolve()
+
+
+def has_likelihood(folder: str | os.PathLike[str]) -> bool:
+    """True when ``folder`` holds at least one background-only workspace."""
+    return bool(_discover(_folder(folder)))
+
+
+def _no_likelihood(root: Path) -> ArchiveError:
+    return ArchiveError(
+        f"{root}: no background-only workspace (a *BkgOnly*.json / *bkgonly*.json file) "
+        "found; is this a HistFactory likelihood archive?"
+    )
 
 
 def likelihoods(
-    path_or_source: str | os.PathLike[str],
-    *,
-    labels: list[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    offline: bool = False,
+    folder: str | os.PathLike[str], *, labels: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Table of the likelihoods in a folder, archive or any source :func:`recast.fetch` takes.
+    """Table of the likelihoods in an extracted folder (see :func:`recast.likelihoods`).
 
     Parameters
     ----------
-    path_or_source : str or path-like
-        An extracted folder, or a source to fetch first (archive, DOI, INSPIRE id, URL).
+    folder : path-like
+        An extracted archive (e.g. what :func:`recast.fetch` returns).
     labels : list of str, optional
-        Names of the values of legacy per-point patches (default ``m1, m2, ...``).
-    cache_dir, offline
-        Passed to :func:`recast.fetch` when a source must be fetched.
+        Names of the point values (default: the patchset's; for legacy per-point patches
+        the labels the cache entry remembers, else ``m1, m2, ...``).
 
     Returns
     -------
@@ -247,15 +280,15 @@ def likelihoods(
     Raises
     ------
     ArchiveError
-        When no background-only workspace is found.
+        When no background-only workspace is found, or ``labels`` has the wrong length.
     """
-    root = _resolve(path_or_source, cache_dir, offline)
+    root = _folder(folder)
     found = _discover(root)
     if not found:
-        raise ArchiveError(
-            f"{root}: no background-only workspace (a *BkgOnly*.json / *bkgonly*.json file) "
-            "found; is this a HistFactory likelihood archive?"
-        )
+        raise _no_likelihood(root)
+    explicit = labels is not None
+    if labels is None:
+        labels = _recorded_labels(root)
     rows = []
     for f in sorted(found, key=lambda x: x.name):
         n_points = 0
@@ -267,13 +300,13 @@ def likelihoods(
             patches = ps.get("patches", []) if isinstance(ps, dict) else []
             n_points = len(patches)
             labs = list(meta.get("labels", []))
-            if labels is not None:
-                labs = _default_labels(len(labs) or len(labels), labels, str(f.patchset))
+            if explicit:
+                labs = _default_labels(len(labs) or len(labels or []), labels, str(f.patchset))
             want = (meta.get("digests") or {}).get("sha256")
             if want:
                 ok = digest(_read(f.bkgonly)) == str(want).lower()
         elif f.legacy:
-            points = _legacy_points(f)
+            points = _legacy_points(f.legacy)
             n_points = len(points)
             labs = _default_labels(len(points[0][1]), labels, str(f.bkgonly.parent))
         rows.append(
@@ -292,62 +325,118 @@ def likelihoods(
 
 def _references(root: Path) -> dict[str, str]:
     """``{"hepdata": "ins1234567"}`` when the cache manifest knows the INSPIRE id."""
-    from recast.hepdata import entry_manifest
-
-    for folder in (root, *root.parents):
-        manifest = entry_manifest(folder)
-        if manifest is not None:
-            ins = manifest.get("inspire_id")
-            if isinstance(ins, int) or (isinstance(ins, str) and ins.isdigit()):
-                ref = f"ins{int(ins):07d}"
-                if re.fullmatch(r"ins\d{7}", ref):
-                    return {"hepdata": ref}
-            return {}
+    manifest = entry_manifest(root)
+    ins = (manifest or {}).get("inspire_id")
+    if isinstance(ins, int) or (isinstance(ins, str) and ins.isdigit()):
+        ref = f"ins{int(ins):07d}"
+        if re.fullmatch(r"ins\d{7}", ref):
+            return {"hepdata": ref}
     return {}
 
 
-def load_likelihood(
-    path_or_source: str | os.PathLike[str],
-    region: str | None = None,
+def legacy_patchset(
+    folder: str | os.PathLike[str],
+    bkgonly: Mapping[str, Any],
     *,
-    labels: list[str] | None = None,
-    references: dict[str, str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    offline: bool = False,
-) -> Likelihood:
-    """Load one likelihood: its background-only workspace and its patchset.
+    labels: Sequence[str] | None = None,
+    references: Mapping[str, str] | None = None,
+    files: Sequence[Path] | None = None,
+) -> dict[str, Any]:
+    """Turn legacy per-point ``patch.<name>.json`` files into a pyhf PatchSet document.
 
-    Legacy per-point patch files become a pyhf PatchSet (``version "1.0.0"``; metadata
-    ``description``, ``digests.sha256`` of the BkgOnly, ``labels``, ``references``;
-    patches ``{"metadata": {"name", "values"}, "patch": [...]}``), named after the files
+    The one converter of recastkit (``recastkit scan BkgOnly.json patches/`` and
+    :func:`load_likelihood` both use it).  The result has ``version "1.0.0"``; metadata
+    ``description``, ``digests.sha256`` of ``bkgonly``, ``labels``, ``references``; patches
+    ``{"metadata": {"name", "values"}, "patch": [...]}`` named after the files
     (``patch.sbottom_1300_205_60.json`` -> ``sbottom_1300_205_60``, values
-    ``[1300, 205, 60]``), sorted by values.
+    ``[1300, 205, 60]``, see :func:`legacy_values`), sorted by values.
 
     Parameters
     ----------
-    path_or_source : str or path-like
-        An extracted folder, or a source to fetch first.
+    folder : path-like
+        The folder holding the patch files.
+    bkgonly : dict
+        The background-only workspace the patches apply to (for the digest).
+    labels : list of str, optional
+        Names of the point values (default: those the cache entry remembers, else
+        ``m1, m2, ...``).
+    references : dict, optional
+        ``metadata.references`` (default: the INSPIRE id the cache entry knows, else empty).
+    files : list of Path, optional
+        Only these patch files (default: every ``patch.*.json`` of ``folder``).
+
+    Raises
+    ------
+    ArchiveError
+        No patch file; names without numbers or with different numbers of values; wrong
+        number of labels; unreadable files.
+    """
+    root = Path(folder)
+    if files is None:
+        files = sorted(p for p in root.iterdir() if _LEGACY_RE.match(p.name))
+    if not files:
+        raise ArchiveError(
+            f"{root}: no patch files named patch.<name>.json; give a patchset file or the "
+            "folder that holds the per-point patches"
+        )
+    points = _legacy_points(files)
+    if labels is None:
+        labels = _recorded_labels(root)
+    labs = _default_labels(len(points[0][1]), labels, str(root))
+    patches = []
+    for name, values, path in points:
+        ops = _read(path)
+        if not isinstance(ops, list):
+            raise ArchiveError(
+                f"{path}: a JSON patch is a list of operations, got {type(ops).__name__}"
+            )
+        clean = re.sub(r"[^A-Za-z0-9_]", "_", name)
+        patches.append({"metadata": {"name": clean, "values": values}, "patch": ops})
+    return {
+        "version": "1.0.0",
+        "metadata": {
+            "description": (
+                f"converted by recastkit from {len(patches)} legacy per-point patch files in {root}"
+            ),
+            "digests": {"sha256": digest(dict(bkgonly))},
+            "labels": labs,
+            "references": dict(references) if references is not None else _references(root),
+        },
+        "patches": patches,
+    }
+
+
+def load_likelihood(
+    folder: str | os.PathLike[str],
+    region: str | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+    references: Mapping[str, str] | None = None,
+) -> Likelihood:
+    """Load one likelihood of an extracted folder (see :func:`recast.load_likelihood`).
+
+    Parameters
+    ----------
+    folder : path-like
+        An extracted archive.
     region : str, optional
         Which likelihood (``name`` in :func:`likelihoods`); needed when there are several.
     labels : list of str, optional
-        Names of the point values (default: the patchset's, else ``m1, m2, ...``).
+        Names of the point values (default: the patchset's; for legacy per-point patches
+        the labels the cache entry remembers, else ``m1, m2, ...``).
     references : dict, optional
         ``metadata.references`` of a converted legacy patchset (default: the INSPIRE id
         recorded when the archive was fetched from HEPData, else empty).
-    cache_dir, offline
-        Passed to :func:`recast.fetch` when a source must be fetched.
 
     Raises
     ------
     ArchiveError
         No likelihood; several and ``region`` is None; unknown ``region``; unreadable files.
     """
-    root = _resolve(path_or_source, cache_dir, offline)
+    root = _folder(folder)
     found = {f.name: f for f in _discover(root)}
     if not found:
-        raise ArchiveError(
-            f"{root}: no background-only workspace found; is this a likelihood archive?"
-        )
+        raise _no_likelihood(root)
     names = sorted(found)
     if region is None:
         if len(found) > 1:
@@ -392,30 +481,14 @@ def load_likelihood(
                 f.bkgonly,
             )
     elif f.legacy:
-        points = _legacy_points(f)
-        labs = _default_labels(len(points[0][1]), labels, str(f.bkgonly.parent))
-        patches = []
-        for name, values, path in points:
-            ops = _read(path)
-            if not isinstance(ops, list):
-                raise ArchiveError(
-                    f"{path}: a JSON patch is a list of operations, got {type(ops).__name__}"
-                )
-            clean = re.sub(r"[^A-Za-z0-9_]", "_", name)
-            patches.append({"metadata": {"name": clean, "values": values}, "patch": ops})
-        patchset = {
-            "version": "1.0.0",
-            "metadata": {
-                "description": (
-                    f"converted by recastkit from {len(patches)} legacy per-point patch files "
-                    f"in {f.bkgonly.parent}"
-                ),
-                "digests": {"sha256": digest(bkgonly)},
-                "labels": labs,
-                "references": dict(references) if references is not None else _references(root),
-            },
-            "patches": patches,
-        }
+        patchset = legacy_patchset(
+            f.bkgonly.parent,
+            bkgonly,
+            labels=labels if labels is not None else _recorded_labels(root),
+            references=references if references is not None else _references(root),
+            files=f.legacy,
+        )
+        labs = list(patchset["metadata"]["labels"])
     log.info(
         "loaded likelihood %s (%s, %d points)",
         f.name,

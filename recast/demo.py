@@ -198,9 +198,8 @@ def run_demo(
         ``attrs["timings"]`` the seconds spent per step.
     """
     # imported here: `import recast.demo` stays cheap and free of import cycles
-    from recast.archive import load_likelihood
     from recast.contour import exclusion_contour, export_contours, plot_exclusion
-    from recast.hepdata import fetch
+    from recast.fetching import fetch, load_likelihood
     from recast.patch import make_patchset
     from recast.scan import scan
     from recast.yields import read_yields

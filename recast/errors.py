@@ -17,6 +17,7 @@ __all__ = [
     "ScanError",
     "ContourError",
     "CombineError",
+    "CacheError",
 ]
 
 
@@ -58,3 +59,13 @@ class ContourError(RecastError, ValueError):
 
 class CombineError(RecastError, ValueError):
     """Workspaces or patchsets cannot be combined (clashing names, conflicting settings...)."""
+class CacheError(RecastError, OSError):
+    """The cache cannot be written or read (read-only folder, full disk), or an entry is
+    corrupt and cannot be repaired.  ``path`` names the file or folder concerned."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

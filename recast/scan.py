@@ -21,7 +21,6 @@ import logging
 import math
 import multiprocessing
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -65,7 +64,6 @@ STATUSES: tuple[str, ...] = (
 _TEST_STATS = ("qtilde", "q")
 _EXPECTED = ("aposteriori", "apriori")
 _MAX_CHUNK = 16
-_LEGACY_PATCH = re.compile(r"^patch\.(?P<name>.+)\.json$")
 
 
 class ScanInterrupted(KeyboardInterrupt):
@@ -119,57 +117,15 @@ def _read_document(path: str | os.PathLike[str], what: str) -> Any:
 def _patchset_from_folder(
     folder: Path, bkgonly: Mapping[str, Any], labels: Sequence[str] | None
 ) -> dict[str, Any]:
-    """Turn a folder of legacy ``patch.<name>.json`` files into a PatchSet document.
+    """Turn a folder of legacy ``patch.<name>.json`` files into a PatchSet document
+    (:func:`recast.archive.legacy_patchset`, the one converter)."""
+    from recast.archive import legacy_patchset
+    from recast.errors import ArchiveError
 
-    The values of each point are the numbers in its name, as :func:`recast.load_likelihood`
-    reads them (:func:`recast.archive.legacy_values`: ``_``-separated numeric fields, ``p``
-    as decimal point); points are sorted by their values.
-    """
-    from likelihood.spec import digest
-    from recast.archive import legacy_values
-
-    files = [p for p in folder.iterdir() if _LEGACY_PATCH.match(p.name)]
-    if not files:
-        raise ScanError(
-            f"{folder}: no patch files named patch.<name>.json; give a patchset file or the "
-            "folder that holds the per-point patches"
-        )
-    points = []
-    for path in files:
-        name = _LEGACY_PATCH.match(path.name)["name"]  # type: ignore[index]
-        points.append((legacy_values(name, source=str(path)), name, path))
-    points.sort(key=lambda t: (t[0], t[1]))
-    n = len(points[0][0])
-    for values, _, path in points:
-        if len(values) != n:
-            raise ScanError(
-                f"{path}: the name holds {len(values)} number(s) {values}, but "
-                f"{points[0][2].name} holds {n}; keep one kind of point per folder"
-            )
-    if labels is None:
-        labels = [f"m{i + 1}" for i in range(n)]
-    elif len(labels) != n:
-        raise ScanError(
-            f"{folder}: labels {list(labels)} name {len(labels)} value(s), but the patch "
-            f"names hold {n} number(s) (e.g. {points[0][2].name}); give {n} label(s)"
-        )
-    patches = [
-        {
-            "metadata": {"name": re.sub(r"[^A-Za-z0-9_]", "_", name), "values": values},
-            "patch": _read_document(path, "patch file"),
-        }
-        for values, name, path in points
-    ]
-    return {
-        "metadata": {
-            "description": f"converted by recastkit from {len(patches)} patch files in {folder}",
-            "digests": {"sha256": digest(bkgonly)},
-            "labels": list(labels),
-            "references": {},
-        },
-        "patches": patches,
-        "version": "1.0.0",
-    }
+    try:
+        return legacy_patchset(folder, bkgonly, labels=labels)
+    except ArchiveError as err:
+        raise ScanError(str(err)) from err
 
 
 def _check_patchset(patchset: Any, source: str) -> None:

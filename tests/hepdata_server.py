@@ -14,7 +14,11 @@ recastkit relies on (see docs/hepdata-api.md), built from what is registered:
 
 Every request is logged (:attr:`HEPDataServer.requests`), and faults can be injected per
 path: an HTTP status (with ``Retry-After``), a connection dropped mid-body, an HTML page
-or arbitrary bytes instead of the file.
+or arbitrary bytes instead of the file, a body dripped one byte at a time, or silence.
+
+Module helpers for the network faults that need no server: :func:`closed_port` (a port
+on 127.0.0.1 where nothing listens: connection refused) and :data:`UNRESOLVABLE_URL`
+(a host name under the reserved ``.invalid`` top-level domain: name resolution fails).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
+    "UNRESOLVABLE_URL",
     "Fault",
     "HEPDataServer",
     "LoggedRequest",
@@ -38,7 +43,20 @@ __all__ = [
     "patchset",
     "signal_patch",
     "small_workspace",
+    "closed_port",
 ]
+
+#: A base URL whose host name cannot resolve (RFC 2606 reserves ``.invalid``).
+UNRESOLVABLE_URL = "http://nonexistent.invalid"
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 with nobody listening (connection refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -47,7 +65,10 @@ class Fault:
 
     kind: ``"status"`` (send ``status`` with optional ``retry_after``), ``"drop"`` (send the
     headers with the full Content-Length, then half the body, then close), ``"html"`` (a
-    200 HTML page), ``"body"`` (200 with ``body`` bytes as ``content_type``).
+    200 HTML page), ``"body"`` (200 with ``body`` bytes as ``content_type``), ``"drip"``
+    (the headers at once, then the body one byte every ``interval`` seconds), ``"silent"``
+    (accept the connection, read the request, answer nothing for ``interval`` seconds, then
+    close).
     """
 
     pattern: str
@@ -57,6 +78,7 @@ class Fault:
     retry_after: str | None = None
     body: bytes = b""
     content_type: str = "application/x-tar"
+    interval: float = 1.0
 
 
 @dataclass
@@ -86,6 +108,17 @@ class _Record:
     resources: list[int] = field(default_factory=list)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients of the fault tests hang up on purpose: no traceback for that on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
 _MIMETYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".gz": "application/x-tar"}
 
 
@@ -99,7 +132,8 @@ class HEPDataServer:
         self.faults: list[Fault] = []
         self.requests: list[LoggedRequest] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.stop = threading.Event()  #: set on exit: dripping / silent handlers return
+        self._httpd = _QuietServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -109,6 +143,7 @@ class HEPDataServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)
@@ -210,6 +245,10 @@ def _make_handler(server: HEPDataServer) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)
             fault = server._take_fault(self.path)
+            if fault is not None and fault.kind == "silent":
+                server.stop.wait(fault.interval)
+                self.close_connection = True
+                return None
             if fault is not None and fault.kind == "status":
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 return self._send(fault.status, b"temporarily unavailable\n", "text/plain", headers)
@@ -299,6 +338,21 @@ def _make_handler(server: HEPDataServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, page, "text/html; charset=utf-8")
             if fault is not None and fault.kind == "body":
                 return self._send(200, fault.body, fault.content_type, headers)
+            if fault is not None and fault.kind == "drip":
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for i in range(len(data)):
+                        if server.stop.wait(fault.interval):
+                            return None
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                except OSError:  # the client gave up
+                    return None
+                return None
             if fault is not None and fault.kind == "drop":
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)

@@ -46,7 +46,7 @@ def test_fetch_prints_the_likelihoods_table(
         "RegionB": "218",
         "RegionC": "215",
     }
-    assert all(v[3] == "m1,m2,m3" for v in rows.values())
+    assert all(v[3] == "m_sbottom,m_N2,m_N1" for v in rows.values())
     content = cache / "hepdata-resource-91234" / "content"
     assert rows["RegionA"][5] == str(content / "RegionA" / "BkgOnly.json")
     assert f"3 likelihood(s) in {content}" in result.stdout

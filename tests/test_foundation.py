@@ -49,6 +49,8 @@ RECAST_PUBLIC = {
     "read_yields",
     "run_demo",
     "scan",
+    "CacheError",
+    "verify_cache",
 }
 LIKELIHOOD_PUBLIC = {
     "Background",
