@@ -59,6 +59,8 @@ class ContourError(RecastError, ValueError):
 
 class CombineError(RecastError, ValueError):
     """Workspaces or patchsets cannot be combined (clashing names, conflicting settings...)."""
+
+
 class CacheError(RecastError, OSError):
     """The cache cannot be written or read (read-only folder, full disk), or an entry is
     corrupt and cannot be repaired.  ``path`` names the file or folder concerned."""
