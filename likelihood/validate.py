@@ -1465,7 +1465,7 @@ class PatchTarget:
         _check_measurements(bkgonly, self._params, problems, require_poi=False, measurement=None)
         self._ok = not problems.items
         channels = bkgonly["channels"]
-        obs = {}
+        obs: dict[str, int] = {}
         for o in bkgonly["observations"]:
             obs.setdefault(o["name"], len(o["data"]))
         self._names = [c["name"] for c in channels]

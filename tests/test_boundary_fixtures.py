@@ -552,3 +552,22 @@ def test_fast_path_agrees_with_the_reference_on_random_corruptions() -> None:
             assert np.array_equal(a, b, equal_nan=True)
         outcomes["accepted"] += 1
     assert outcomes["accepted"] > 20 and outcomes["rejected"] > 200, outcomes
+
+
+def test_invalid_bkgonly_is_blamed_on_the_bkgonly_not_the_patchset(tmp_path: Path) -> None:
+    """issue 16 item 8: with --no-verify a schema error of the BkgOnly named the patchset."""
+    import recast
+    from recast.errors import ScanError
+
+    bkg = background()
+    ps = one_point(bkg, [add(signal())])
+    bkg["channels"][1]["samples"][0]["colour"] = "red"
+    bkg_file, ps_file = tmp_path / "BkgOnly.json", tmp_path / "patchset.json"
+    bkg_file.write_text(json.dumps(bkg))
+    ps_file.write_text(json.dumps(ps))
+    with pytest.raises(ScanError) as info:
+        recast.scan(bkg_file, ps_file, jobs=1, verify=False)
+    msg = str(info.value)
+    assert msg.startswith(f"{bkg_file}: the background-only workspace"), msg
+    assert "/channels/1/samples/0" in msg and "'colour'" in msg
+    assert str(ps_file) not in msg
