@@ -360,13 +360,15 @@ class _Block(NamedTuple):
     kind: str
     n: int
     names: list[str]
-    inits: list[float]
-    bounds: list[list[float]]
-    fixed: list[bool]
+    inits: np.ndarray  # (n,)
+    bounds: np.ndarray  # (n, 2)
+    fixed: np.ndarray  # (n,) bool
     constraint: str | None  # None, "normal", "poisson"
-    auxdata: list[float]
-    scale: list[float]  # Gaussian sigmas, or Poisson factors tau
-    width: list[float]
+    auxdata: np.ndarray  # (n,) or (0,) without constraint
+    scale: np.ndarray  # Gaussian sigmas, or Poisson factors tau; (n,) or (0,)
+    width: np.ndarray  # (n,)
+    aux_kind: np.ndarray  # (n,) or (0,): 0 Gaussian, 1 Poisson
+    local: np.ndarray  # arange(n) if constrained, else (0,)
 
 
 class _Base(NamedTuple):
@@ -399,9 +401,13 @@ def _row_arrays(r: _Row, cache: _Cache) -> tuple[np.ndarray, ...]:
         return arr[1]  # type: ignore[no-any-return]
     nb = r.nbins
     local = np.arange(nb, dtype=np.int64)
-    rf_slot = np.array([cache.slot(m) for m in r.rf_names], dtype=np.int64)
-    hs_slot = np.array([cache.slot(m) for m in r.hs_names], dtype=np.int64)
-    cf_slot = np.array([cache.slot(m) for m, _ in r.cf], dtype=np.int64)
+    for m in (*r.rf_names, *r.hs_names, *(m for m, _ in r.cf)):
+        if m not in cache.slots:
+            cache.slot(m)
+    get = cache.slots.__getitem__
+    rf_slot = np.fromiter(map(get, r.rf_names), dtype=np.int64, count=len(r.rf_names))
+    hs_slot = np.fromiter(map(get, r.hs_names), dtype=np.int64, count=len(r.hs_names))
+    cf_slot = np.fromiter((get(m) for m, _ in r.cf), dtype=np.int64, count=len(r.cf))
     out = (
         local,
         rf_slot,
@@ -451,17 +457,34 @@ def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
     else:
         names = [f"{ps.name}[{i}]" for i in range(n)]
     assert ps.inits is not None and ps.bounds is not None
+    f8 = np.float64
     if ps.constraint == "normal":
         assert ps.auxdata is not None and ps.sigmas is not None
-        aux, scale, width = list(ps.auxdata), list(ps.sigmas), list(ps.sigmas)
+        aux, scale, width = (
+            np.array(ps.auxdata, f8),
+            np.array(ps.sigmas, f8),
+            np.array(ps.sigmas, f8),
+        )
     elif ps.constraint == "poisson":
         assert ps.factors is not None and ps.auxdata is not None
-        aux, scale = list(ps.auxdata), list(ps.factors)
-        width = list(1.0 / np.sqrt(np.asarray(ps.factors)))
+        aux, scale = np.array(ps.auxdata, f8), np.array(ps.factors, f8)
+        width = 1.0 / np.sqrt(np.asarray(ps.factors, f8))
     else:
-        aux, scale, width = [], [], [1.0] * n
+        aux, scale, width = np.zeros(0), np.zeros(0), np.ones(n)
+    constrained = ps.constraint is not None
     return _Block(
-        ps.kind, n, names, ps.inits, ps.bounds, ps.fixed, ps.constraint, aux, scale, width
+        ps.kind,
+        n,
+        names,
+        np.array(ps.inits, f8),
+        np.array(ps.bounds, f8).reshape(n, 2),
+        np.array(ps.fixed, bool),
+        ps.constraint,
+        aux,
+        scale,
+        width,
+        np.full(n if constrained else 0, 0 if ps.constraint == "normal" else 1, np.int64),
+        np.arange(n if constrained else 0, dtype=np.int64),
     )
 
 
@@ -597,31 +620,24 @@ def _assemble(
                 cache.blocks[key] = blk
         blocks[mname] = blk
 
-    starts: dict[str, int] = {}
-    start = 0
-    names_l: list[str] = []
-    init_l: list[float] = []
-    bounds_l: list[list[float]] = []
-    fixed_l: list[bool] = []
-    width_l: list[float] = []
-    aux_par_l: list[int] = []
-    aux_kind_l: list[int] = []
-    aux_scale_l: list[float] = []
-    auxdata_l: list[float] = []
-    for mname, blk in blocks.items():
-        starts[mname] = start
-        names_l.extend(blk.names)
-        init_l.extend(blk.inits)
-        bounds_l.extend(blk.bounds)
-        fixed_l.extend(blk.fixed)
-        width_l.extend(blk.width)
-        if blk.constraint is not None:
-            aux_par_l.extend(range(start, start + blk.n))
-            aux_kind_l.extend([0 if blk.constraint == "normal" else 1] * blk.n)
-            aux_scale_l.extend(blk.scale)
-            auxdata_l.extend(blk.auxdata)
-        start += blk.n
-    n_pars = start
+    blks = list(blocks.values())
+    sizes = np.array([b.n for b in blks], dtype=np.int64)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if blks else sizes
+    starts = dict(zip(blocks, first.tolist(), strict=True))
+    names_l = [n for b in blks for n in b.names]
+    n_aux = np.array([len(b.local) for b in blks], dtype=np.int64)
+
+    def pcat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=dtype)
+
+    init_a = pcat([b.inits for b in blks], np.float64)
+    bounds_a = pcat([b.bounds for b in blks], np.float64, (2,))
+    fixed_a = pcat([b.fixed for b in blks], bool)
+    width_a = pcat([b.width for b in blks], np.float64)
+    aux_par_a = pcat([b.local for b in blks], np.int64) + np.repeat(first, n_aux)
+    aux_kind_a = pcat([b.aux_kind for b in blks], np.int64)
+    aux_scale_a = pcat([b.scale for b in blks], np.float64)
+    auxdata_a = pcat([b.auxdata for b in blks], np.float64)
     poi_index: int | None = None
     poi_name: str | None = None
     if isinstance(poi, str) and poi in starts:
@@ -675,9 +691,9 @@ def _assemble(
         hs_up=cat([r.hs_up for r in all_rows], np.float64),
         hs_dn=cat([r.hs_dn for r in all_rows], np.float64),
         hs_kind=np.full(n_hs, settings["histosys"], dtype=np.int64),
-        aux_par=as_i8(aux_par_l),
-        aux_kind=as_i8(aux_kind_l),
-        aux_scale=as_f8(aux_scale_l),
+        aux_par=as_i8(aux_par_a),
+        aux_kind=as_i8(aux_kind_a),
+        aux_scale=as_f8(aux_scale_a),
     )
     data = np.concatenate([observations[c] for c in chans]) if chans else np.zeros(0)
     return Model(
@@ -685,14 +701,14 @@ def _assemble(
         parameter_names=tuple(names_l),
         poi_name=poi_name,
         poi_index=poi_index,
-        init=as_f8(init_l) if n_pars else np.zeros(0),
-        bounds=as_f8(bounds_l) if n_pars else np.zeros((0, 2)),
-        fixed=np.array(fixed_l, dtype=bool),
+        init=as_f8(init_a),
+        bounds=as_f8(bounds_a),
+        fixed=np.array(fixed_a, dtype=bool),
         channels=chans,
         channel_nbins={c: int(nbins[c]) for c in chans},
         data=as_f8(data),
-        auxdata=as_f8(auxdata_l),
-        widths=as_f8(width_l),
+        auxdata=as_f8(auxdata_a),
+        widths=as_f8(width_a),
         measurement=str(mname_) if mname_ is not None else None,
     )
 
