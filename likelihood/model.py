@@ -1,7 +1,9 @@
 """Compile a HistFactory JSON workspace into flat arrays and evaluate it with numba kernels.
 
-This is the only module that walks the workspace JSON.  :func:`compile` turns a workspace
-into a :class:`Model`: a :class:`CompiledModel` (a NamedTuple of float64 / int64 C-contiguous
+The JSON reaching this module has passed the validation boundary
+(:mod:`likelihood.validate`, the only module that knows what a valid workspace, patch,
+sample and modifier are); the parser here trusts it and checks nothing again.
+:func:`compile` turns a workspace into a :class:`Model`: a :class:`CompiledModel` (a NamedTuple of float64 / int64 C-contiguous
 arrays, the input of :mod:`likelihood._kernels`) plus the Python-side metadata (parameter
 names, bounds, channel layout, observed data and auxdata).
 
@@ -15,10 +17,12 @@ fixed at 1, with width 1, as pyhf 0.7), shapesys with a Poisson constraint of
 ``tau = (nominal / uncertainty)^2`` (bins with zero nominal or uncertainty fixed).
 
 :class:`Background` compiles a background-only workspace once and sets the signal of each
-patch as data (:meth:`Background.with_patch`): a patch made of ``add`` operations of
-samples and ``remove`` operations of whole channels is applied to the parsed rows directly,
-without re-reading the background JSON; any other patch falls back to a full compile of
-the patched workspace.  Both paths give identical models.
+patch as data (:meth:`Background.with_patch`): a patch that the boundary's fast path
+accepts (``add`` of samples, ``remove`` of whole channels:
+:meth:`likelihood.validate.PatchTarget.plan`) is assembled from the background's rows,
+summarised once, and the parsed signal rows only; any other patch, valid or not, takes
+the reference path ``compile(apply_patch(...))``.  Both give identical models, and
+identical errors.  :func:`_assemble` is the one assembly of both.
 """
 
 from __future__ import annotations

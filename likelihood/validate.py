@@ -1,4 +1,12 @@
-"""Validation of HistFactory JSON documents: workspaces, JSON patches and patchsets.
+"""The validation boundary: HistFactory JSON workspaces, JSON patches and patchsets.
+
+This module is the only place that knows what a valid workspace, patch, sample and
+modifier are: the schemas, the fast structural pre-check, the semantic rules, the one
+:data:`MODIFIER_TYPES`, the paths of the operations that add a sample
+(:data:`SAMPLE_ADD_PATH`) or remove a channel (:data:`CHANNEL_REMOVE_PATH`), and the one
+fast path of a signal patch applied to its background (:class:`PatchTarget`).  Every
+path that accepts a workspace or a patch (``compile``, ``Background.with_patch``, the
+``validate_*`` functions, make-patch, scan, combine) calls it.
 
 Two stages, as pyhf does it:
 
