@@ -27,6 +27,7 @@ identical errors.  :func:`_assemble` is the one assembly of both.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
@@ -390,6 +391,7 @@ class _Cache:
     def __init__(self) -> None:
         self.slots: dict[str, int] = {}
         self.blocks: dict[tuple[Any, ...], _Block] = {}
+        self.base_fields: Any = None  # (base, fields, bounds, keys) of _splice_fields
 
     def slot(self, name: str) -> int:
         s = self.slots.get(name)
@@ -528,6 +530,113 @@ def _shapesys_set(mname: str, r: _Row, payload: np.ndarray) -> _ParamSet:
     return ps
 
 
+# the per-row arrays that _assemble concatenates, and what each is counted in:
+# cells, row-factor entries, histosys modifiers / entries, cell-factor modifiers /
+# entries, rows
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "nom": ("cell", np.float64),
+    "local": ("cell", np.int64),
+    "rf_slot": ("rf", np.int64),
+    "rf_ns": ("rf", bool),
+    "rf_hi": ("rf", np.float64),
+    "rf_lo": ("rf", np.float64),
+    "rf_coef": ("rf", np.float64),
+    "hs_slot": ("hsm", np.int64),
+    "hs_local": ("hse", np.int64),
+    "hs_up": ("hse", np.float64),
+    "hs_dn": ("hse", np.float64),
+    "cf_slot": ("cfm", np.int64),
+    "cf_local": ("cfe", np.int64),
+    "nb": ("row", np.int64),
+    "nrf": ("row", np.int64),
+    "nhs": ("row", np.int64),
+    "ncf": ("row", np.int64),
+    "off": ("row", np.int64),
+}
+
+
+def _row_fields(r: _Row, cache: _Cache, offset: Mapping[str, int]) -> dict[str, Any]:
+    a = _row_arrays(r, cache)
+    return {
+        "nom": r.nom,
+        "local": a[0],
+        "rf_slot": a[1],
+        "rf_ns": r.rf_is_normsys,
+        "rf_hi": r.rf_hi,
+        "rf_lo": r.rf_lo,
+        "rf_coef": r.rf_coef,
+        "hs_slot": a[2],
+        "hs_local": a[3],
+        "hs_up": r.hs_up,
+        "hs_dn": r.hs_dn,
+        "cf_slot": a[4],
+        "cf_local": a[5],
+        "nb": np.array([r.nbins], dtype=np.int64),
+        "nrf": np.array([len(r.rf_names)], dtype=np.int64),
+        "nhs": np.array([len(r.hs_names)], dtype=np.int64),
+        "ncf": np.array([len(r.cf)], dtype=np.int64),
+        "off": np.array([offset[r.channel]], dtype=np.int64),
+    }
+
+
+def _concat_fields(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, (_, dtype) in _FIELDS.items():
+        parts = [r[key] for r in rows]
+        if parts:
+            out[key] = np.ascontiguousarray(np.concatenate(parts), dtype=dtype)
+        else:
+            out[key] = np.zeros((0, 6) if key == "rf_coef" else 0, dtype=dtype)
+    return out
+
+
+def _unit_bounds(f: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Start of each row's entries, per unit (length n_rows + 1)."""
+    nb, nrf, nhs, ncf = f["nb"], f["nrf"], f["nhs"], f["ncf"]
+    counts = {
+        "cell": nb,
+        "rf": nrf,
+        "hsm": nhs,
+        "hse": nhs * nb,
+        "cfm": ncf,
+        "cfe": ncf * nb,
+        "row": np.ones_like(nb),
+    }
+    return {u: np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for u, c in counts.items()}
+
+
+def _splice_fields(
+    base: _Base, extra: Sequence[_Row], cache: _Cache, offset: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """The fields of ``base.rows`` plus ``extra`` in (channel, sample) order: the
+    background's concatenated fields (computed once) with the extra rows spliced in."""
+    flat = cache.base_fields
+    if flat is None or flat[0] is not base:
+        fields = _concat_fields([_row_fields(r, cache, offset) for r in base.rows])
+        keys = [(r.channel, r.sample) for r in base.rows]
+        flat = cache.base_fields = (base, fields, _unit_bounds(fields), keys)
+    _, fields, bounds, keys = flat
+    if not extra:
+        return fields
+    inserts = [
+        (bisect.bisect_left(keys, (r.channel, r.sample)), _row_fields(r, cache, offset))
+        for r in extra
+    ]
+    out = {}
+    for key, (unit, dtype) in _FIELDS.items():
+        whole, starts = fields[key], bounds[unit]
+        pieces = []
+        last = 0
+        for pos, rf in inserts:
+            cut = int(starts[pos])
+            pieces.append(whole[last:cut])
+            pieces.append(rf[key])
+            last = cut
+        pieces.append(whole[last:])
+        out[key] = np.ascontiguousarray(np.concatenate(pieces), dtype=dtype)
+    return out
+
+
 def _assemble(
     channels: Sequence[str],
     nbins: Mapping[str, int],
@@ -648,36 +757,26 @@ def _assemble(
         poi_name, poi_index = poi, starts[poi]
 
     # ---- flat entry arrays, rows in (channel, sample) order ----------------------------
-    per_row = [_row_arrays(r, cache) for r in all_rows]  # may add slots
+    if base is None:
+        f = _concat_fields([_row_fields(r, cache, offset) for r in all_rows])
+    else:
+        f = _splice_fields(base, extra, cache, offset)  # the background's part is reused
     by_slot = np.zeros(len(cache.slots), dtype=np.int64)
     for mname, s0 in starts.items():
         slot = cache.slots.get(mname)
         if slot is not None:
             by_slot[slot] = s0
-    n_rows = len(all_rows)
-    nb_r = np.array([r.nbins for r in all_rows], dtype=np.int64)
-    nrf_r = np.array([len(r.rf_names) for r in all_rows], dtype=np.int64)
-    nhs_r = np.array([len(r.hs_names) for r in all_rows], dtype=np.int64)
-    ncf_r = np.array([len(r.cf) for r in all_rows], dtype=np.int64)
+    nb_r, nrf_r, nhs_r, ncf_r, off_r = f["nb"], f["nrf"], f["nhs"], f["ncf"], f["off"]
+    n_rows = len(nb_r)
     cell0 = np.concatenate([[0], np.cumsum(nb_r)[:-1]]) if n_rows else np.zeros(0, np.int64)
-    off_r = np.array([offset[r.channel] for r in all_rows], dtype=np.int64)
     row_ids = np.arange(n_rows, dtype=np.int64)
 
-    def cat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
-        if not parts:
-            return np.zeros((0, *shape), dtype=dtype)
-        return np.ascontiguousarray(np.concatenate(parts), dtype=dtype)
-
-    local = cat([a[0] for a in per_row], np.int64)
-    rf_slot = cat([a[1] for a in per_row], np.int64)
-    hs_slot = cat([a[2] for a in per_row], np.int64)
-    hs_local = cat([a[3] for a in per_row], np.int64)
-    cf_slot = cat([a[4] for a in per_row], np.int64)
-    cf_local = cat([a[5] for a in per_row], np.int64)
-    rf_ns = cat([r.rf_is_normsys for r in all_rows], bool)
+    local, rf_slot, hs_slot = f["local"], f["rf_slot"], f["hs_slot"]
+    hs_local, cf_slot, cf_local = f["hs_local"], f["cf_slot"], f["cf_local"]
+    rf_ns = f["rf_ns"]
     n_hs = int(hs_local.shape[0])
     cm = CompiledModel(
-        nom=cat([r.nom for r in all_rows], np.float64),
+        nom=f["nom"],
         cell_bin=as_i8(local + np.repeat(off_r, nb_r)),
         cell_row=as_i8(np.repeat(row_ids, nb_r)),
         n_bins=int(n_bins),
@@ -685,15 +784,15 @@ def _assemble(
         rf_row=as_i8(np.repeat(row_ids, nrf_r)),
         rf_par=as_i8(by_slot[rf_slot]),
         rf_kind=as_i8(np.where(rf_ns, settings["normsys"], 0)),
-        rf_hi=cat([r.rf_hi for r in all_rows], np.float64),
-        rf_lo=cat([r.rf_lo for r in all_rows], np.float64),
-        rf_coef=cat([r.rf_coef for r in all_rows], np.float64, (6,)),
+        rf_hi=f["rf_hi"],
+        rf_lo=f["rf_lo"],
+        rf_coef=f["rf_coef"],
         cf_cell=as_i8(cf_local + np.repeat(cell0, ncf_r * nb_r)),
         cf_par=as_i8(np.repeat(by_slot[cf_slot], np.repeat(nb_r, ncf_r)) + cf_local),
         hs_cell=as_i8(hs_local + np.repeat(cell0, nhs_r * nb_r)),
         hs_par=as_i8(np.repeat(by_slot[hs_slot], np.repeat(nb_r, nhs_r))),
-        hs_up=cat([r.hs_up for r in all_rows], np.float64),
-        hs_dn=cat([r.hs_dn for r in all_rows], np.float64),
+        hs_up=f["hs_up"],
+        hs_dn=f["hs_dn"],
         hs_kind=np.full(n_hs, settings["histosys"], dtype=np.int64),
         aux_par=as_i8(aux_par_a),
         aux_kind=as_i8(aux_kind_a),
