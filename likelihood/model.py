@@ -735,8 +735,8 @@ def _assemble(
 
     blks = list(blocks.values())
     sizes = np.array([b.n for b in blks], dtype=np.int64)
-    first = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if blks else sizes
-    starts = dict(zip(blocks, first.tolist(), strict=True))
+    par0 = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if blks else sizes
+    starts = dict(zip(blocks, par0.tolist(), strict=True))
     names_l = [n for b in blks for n in b.names]
     n_aux = np.array([len(b.local) for b in blks], dtype=np.int64)
 
@@ -747,7 +747,7 @@ def _assemble(
     bounds_a = pcat([b.bounds for b in blks], np.float64, (2,))
     fixed_a = pcat([b.fixed for b in blks], bool)
     width_a = pcat([b.width for b in blks], np.float64)
-    aux_par_a = pcat([b.local for b in blks], np.int64) + np.repeat(first, n_aux)
+    aux_par_a = pcat([b.local for b in blks], np.int64) + np.repeat(par0, n_aux)
     aux_kind_a = pcat([b.aux_kind for b in blks], np.int64)
     aux_scale_a = pcat([b.scale for b in blks], np.float64)
     auxdata_a = pcat([b.auxdata for b in blks], np.float64)
