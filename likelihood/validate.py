@@ -1196,6 +1196,8 @@ def _check_points(patchset: Any, where: str) -> None:
             keyed.append(object())
             continue
         names.append(name)
+        if "patch" not in patch:  # type: ignore[operator]
+            problems.add(["patches", i], f"patch {name!r} has no 'patch' (its operations)")
         values = meta.get("values")  # type: ignore[union-attr]
         if not isinstance(values, list) or not all(
             isinstance(v, str) or _fast_number(v) for v in values
