@@ -1588,7 +1588,7 @@ class PatchTarget:
                 return None
         return plan
 
-    def _apply(self, plan: PatchPlan | None, patch_ops: Sequence[Any]) -> dict[str, Any]:
+    def _apply(self, patch_ops: Sequence[Any]) -> dict[str, Any]:
         """The patched workspace of an applicable add-samples / remove-channels patch:
         shallow copies, only the touched channels are copied (equal to jsonpatch's)."""
         ws = dict(self.spec)
@@ -1617,7 +1617,7 @@ class PatchTarget:
         errors), with shallow copies when the patch only adds samples / removes channels
         and applies.  Not validated: see :meth:`check`."""
         if self._applicable(patch_ops):
-            return self._apply(None, patch_ops)
+            return self._apply(patch_ops)
         return apply_patch(self.spec, patch_ops, source=source)
 
     def _applicable(self, patch_ops: Any) -> bool:

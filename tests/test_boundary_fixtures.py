@@ -571,3 +571,28 @@ def test_invalid_bkgonly_is_blamed_on_the_bkgonly_not_the_patchset(tmp_path: Pat
     assert msg.startswith(f"{bkg_file}: the background-only workspace"), msg
     assert "/channels/1/samples/0" in msg and "'colour'" in msg
     assert str(ps_file) not in msg
+
+
+def test_the_fast_apply_equals_jsonpatch() -> None:
+    """PatchTarget.apply (make-patch's full validation) is apply_patch, with shallow copies."""
+    bkg = background()
+    before = json.dumps(bkg, sort_keys=True)
+    target = PatchTarget(bkg)
+    patches = [
+        [add(signal()), add(signal("CR", [3.0, 1.0]), "/channels/1/samples/0")],
+        [
+            {"op": "remove", "path": "/channels/0"},
+            add(signal("CR", [1.0, 1.0]), "/channels/0/samples/1"),
+        ],
+        [add(signal(), "/channels/0/samples/1"), {"op": "remove", "path": "/channels/1"}],
+        [{"op": "replace", "path": "/observations/0/data/0", "value": 17}],
+    ]
+    for patch in patches:
+        fast = target.apply(copy.deepcopy(patch), source=NAME)
+        assert json.dumps(fast, sort_keys=True) == json.dumps(
+            likelihood.apply_patch(bkg, copy.deepcopy(patch), source=NAME), sort_keys=True
+        )
+    for bad in (BAD["sample to a missing channel"], BAD["removed channel out of range"]):
+        ref = _raised(lambda bad=bad: likelihood.apply_patch(bkg, bad.patch, source=NAME))
+        _exact(_raised(lambda bad=bad: target.apply(bad.patch, source=NAME)), ref)
+    assert json.dumps(bkg, sort_keys=True) == before  # the background is never modified
