@@ -596,3 +596,19 @@ def test_the_fast_apply_equals_jsonpatch() -> None:
         ref = _raised(lambda bad=bad: likelihood.apply_patch(bkg, bad.patch, source=NAME))
         _exact(_raised(lambda bad=bad: target.apply(bad.patch, source=NAME)), ref)
     assert json.dumps(bkg, sort_keys=True) == before  # the background is never modified
+
+
+def test_real_patches_take_the_fast_path(shared_hepdata: Path) -> None:
+    """Every published patch of 1Lbb, 3L eRJR and sbottom RegionB is accepted by the fast
+    path (a silent fall-back to the reference path would only show as slowness)."""
+    for folder in ("1Lbb", "3L_eRJR"):
+        bkg = likelihood.read_json(shared_hepdata / folder / "BkgOnly.json")
+        ps = likelihood.read_json(shared_hepdata / folder / "patchset.json")
+        target = PatchTarget(bkg)
+        for p in ps["patches"]:
+            assert target.plan(p["patch"]) is not None, (folder, p["metadata"]["name"])
+    d = shared_hepdata / "sbottom_multib" / "RegionB"
+    target = PatchTarget(likelihood.read_json(d / "BkgOnly.json"))
+    plans = [target.plan(likelihood.read_json(f)) for f in sorted(d.glob("patch.*.json"))]
+    assert all(p is not None for p in plans)
+    assert any(p.removed for p in plans if p is not None)  # sbottom patches remove channels
