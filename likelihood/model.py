@@ -1,7 +1,9 @@
 """Compile a HistFactory JSON workspace into flat arrays and evaluate it with numba kernels.
 
-This is the only module that walks the workspace JSON.  :func:`compile` turns a workspace
-into a :class:`Model`: a :class:`CompiledModel` (a NamedTuple of float64 / int64 C-contiguous
+The JSON reaching this module has passed the validation boundary
+(:mod:`likelihood.validate`, the only module that knows what a valid workspace, patch,
+sample and modifier are); the parser here trusts it and checks nothing again.
+:func:`compile` turns a workspace into a :class:`Model`: a :class:`CompiledModel` (a NamedTuple of float64 / int64 C-contiguous
 arrays, the input of :mod:`likelihood._kernels`) plus the Python-side metadata (parameter
 names, bounds, channel layout, observed data and auxdata).
 
@@ -15,14 +17,17 @@ fixed at 1, with width 1, as pyhf 0.7), shapesys with a Poisson constraint of
 ``tau = (nominal / uncertainty)^2`` (bins with zero nominal or uncertainty fixed).
 
 :class:`Background` compiles a background-only workspace once and sets the signal of each
-patch as data (:meth:`Background.with_patch`): a patch made of ``add`` operations of
-samples and ``remove`` operations of whole channels is applied to the parsed rows directly,
-without re-reading the background JSON; any other patch falls back to a full compile of
-the patched workspace.  Both paths give identical models.
+patch as data (:meth:`Background.with_patch`): a patch that the boundary's fast path
+accepts (``add`` of samples, ``remove`` of whole channels:
+:meth:`likelihood.validate.PatchTarget.plan`) is assembled from the background's rows,
+summarised once, and the parsed signal rows only; any other patch, valid or not, takes
+the reference path ``compile(apply_patch(...))``.  Both give identical models, and
+identical errors.  :func:`_assemble` is the one assembly of both.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
@@ -368,13 +373,15 @@ class _Block(NamedTuple):
     kind: str
     n: int
     names: list[str]
-    inits: list[float]
-    bounds: list[list[float]]
-    fixed: list[bool]
+    inits: np.ndarray  # (n,)
+    bounds: np.ndarray  # (n, 2)
+    fixed: np.ndarray  # (n,) bool
     constraint: str | None  # None, "normal", "poisson"
-    auxdata: list[float]
-    scale: list[float]  # Gaussian sigmas, or Poisson factors tau
-    width: list[float]
+    auxdata: np.ndarray  # (n,) or (0,) without constraint
+    scale: np.ndarray  # Gaussian sigmas, or Poisson factors tau; (n,) or (0,)
+    width: np.ndarray  # (n,)
+    aux_kind: np.ndarray  # (n,) or (0,): 0 Gaussian, 1 Poisson
+    local: np.ndarray  # arange(n) if constrained, else (0,)
 
 
 class _Base(NamedTuple):
@@ -392,6 +399,7 @@ class _Cache:
     def __init__(self) -> None:
         self.slots: dict[str, int] = {}
         self.blocks: dict[tuple[Any, ...], _Block] = {}
+        self.base_fields: Any = None  # (base, fields, bounds, keys) of _splice_fields
 
     def slot(self, name: str) -> int:
         s = self.slots.get(name)
@@ -407,9 +415,13 @@ def _row_arrays(r: _Row, cache: _Cache) -> tuple[np.ndarray, ...]:
         return arr[1]  # type: ignore[no-any-return]
     nb = r.nbins
     local = np.arange(nb, dtype=np.int64)
-    rf_slot = np.array([cache.slot(m) for m in r.rf_names], dtype=np.int64)
-    hs_slot = np.array([cache.slot(m) for m in r.hs_names], dtype=np.int64)
-    cf_slot = np.array([cache.slot(m) for m, _ in r.cf], dtype=np.int64)
+    for m in (*r.rf_names, *r.hs_names, *(m for m, _ in r.cf)):
+        if m not in cache.slots:
+            cache.slot(m)
+    get = cache.slots.__getitem__
+    rf_slot = np.fromiter(map(get, r.rf_names), dtype=np.int64, count=len(r.rf_names))
+    hs_slot = np.fromiter(map(get, r.hs_names), dtype=np.int64, count=len(r.hs_names))
+    cf_slot = np.fromiter((get(m) for m, _ in r.cf), dtype=np.int64, count=len(r.cf))
     out = (
         local,
         rf_slot,
@@ -459,17 +471,34 @@ def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
     else:
         names = [f"{ps.name}[{i}]" for i in range(n)]
     assert ps.inits is not None and ps.bounds is not None
+    f8 = np.float64
     if ps.constraint == "normal":
         assert ps.auxdata is not None and ps.sigmas is not None
-        aux, scale, width = list(ps.auxdata), list(ps.sigmas), list(ps.sigmas)
+        aux, scale, width = (
+            np.array(ps.auxdata, f8),
+            np.array(ps.sigmas, f8),
+            np.array(ps.sigmas, f8),
+        )
     elif ps.constraint == "poisson":
         assert ps.factors is not None and ps.auxdata is not None
-        aux, scale = list(ps.auxdata), list(ps.factors)
-        width = list(1.0 / np.sqrt(np.asarray(ps.factors)))
+        aux, scale = np.array(ps.auxdata, f8), np.array(ps.factors, f8)
+        width = 1.0 / np.sqrt(np.asarray(ps.factors, f8))
     else:
-        aux, scale, width = [], [], [1.0] * n
+        aux, scale, width = np.zeros(0), np.zeros(0), np.ones(n)
+    constrained = ps.constraint is not None
     return _Block(
-        ps.kind, n, names, ps.inits, ps.bounds, ps.fixed, ps.constraint, aux, scale, width
+        ps.kind,
+        n,
+        names,
+        np.array(ps.inits, f8),
+        np.array(ps.bounds, f8).reshape(n, 2),
+        np.array(ps.fixed, bool),
+        ps.constraint,
+        aux,
+        scale,
+        width,
+        np.full(n if constrained else 0, 0 if ps.constraint == "normal" else 1, np.int64),
+        np.arange(n if constrained else 0, dtype=np.int64),
     )
 
 
@@ -507,6 +536,113 @@ def _shapesys_set(mname: str, r: _Row, payload: np.ndarray) -> _ParamSet:
     ps.factors = [float(x) for x in fac]
     ps.fixed = [not bool(v) for v in valid]
     return ps
+
+
+# the per-row arrays that _assemble concatenates, and what each is counted in:
+# cells, row-factor entries, histosys modifiers / entries, cell-factor modifiers /
+# entries, rows
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "nom": ("cell", np.float64),
+    "local": ("cell", np.int64),
+    "rf_slot": ("rf", np.int64),
+    "rf_ns": ("rf", bool),
+    "rf_hi": ("rf", np.float64),
+    "rf_lo": ("rf", np.float64),
+    "rf_coef": ("rf", np.float64),
+    "hs_slot": ("hsm", np.int64),
+    "hs_local": ("hse", np.int64),
+    "hs_up": ("hse", np.float64),
+    "hs_dn": ("hse", np.float64),
+    "cf_slot": ("cfm", np.int64),
+    "cf_local": ("cfe", np.int64),
+    "nb": ("row", np.int64),
+    "nrf": ("row", np.int64),
+    "nhs": ("row", np.int64),
+    "ncf": ("row", np.int64),
+    "off": ("row", np.int64),
+}
+
+
+def _row_fields(r: _Row, cache: _Cache, offset: Mapping[str, int]) -> dict[str, Any]:
+    a = _row_arrays(r, cache)
+    return {
+        "nom": r.nom,
+        "local": a[0],
+        "rf_slot": a[1],
+        "rf_ns": r.rf_is_normsys,
+        "rf_hi": r.rf_hi,
+        "rf_lo": r.rf_lo,
+        "rf_coef": r.rf_coef,
+        "hs_slot": a[2],
+        "hs_local": a[3],
+        "hs_up": r.hs_up,
+        "hs_dn": r.hs_dn,
+        "cf_slot": a[4],
+        "cf_local": a[5],
+        "nb": np.array([r.nbins], dtype=np.int64),
+        "nrf": np.array([len(r.rf_names)], dtype=np.int64),
+        "nhs": np.array([len(r.hs_names)], dtype=np.int64),
+        "ncf": np.array([len(r.cf)], dtype=np.int64),
+        "off": np.array([offset[r.channel]], dtype=np.int64),
+    }
+
+
+def _concat_fields(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, (_, dtype) in _FIELDS.items():
+        parts = [r[key] for r in rows]
+        if parts:
+            out[key] = np.ascontiguousarray(np.concatenate(parts), dtype=dtype)
+        else:
+            out[key] = np.zeros((0, 6) if key == "rf_coef" else 0, dtype=dtype)
+    return out
+
+
+def _unit_bounds(f: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Start of each row's entries, per unit (length n_rows + 1)."""
+    nb, nrf, nhs, ncf = f["nb"], f["nrf"], f["nhs"], f["ncf"]
+    counts = {
+        "cell": nb,
+        "rf": nrf,
+        "hsm": nhs,
+        "hse": nhs * nb,
+        "cfm": ncf,
+        "cfe": ncf * nb,
+        "row": np.ones_like(nb),
+    }
+    return {u: np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for u, c in counts.items()}
+
+
+def _splice_fields(
+    base: _Base, extra: Sequence[_Row], cache: _Cache, offset: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """The fields of ``base.rows`` plus ``extra`` in (channel, sample) order: the
+    background's concatenated fields (computed once) with the extra rows spliced in."""
+    flat = cache.base_fields
+    if flat is None or flat[0] is not base:
+        fields = _concat_fields([_row_fields(r, cache, offset) for r in base.rows])
+        keys = [(r.channel, r.sample) for r in base.rows]
+        flat = cache.base_fields = (base, fields, _unit_bounds(fields), keys)
+    _, fields, bounds, keys = flat
+    if not extra:
+        return fields
+    inserts = [
+        (bisect.bisect_left(keys, (r.channel, r.sample)), _row_fields(r, cache, offset))
+        for r in extra
+    ]
+    out = {}
+    for key, (unit, dtype) in _FIELDS.items():
+        whole, starts = fields[key], bounds[unit]
+        pieces = []
+        last = 0
+        for pos, rf in inserts:
+            cut = int(starts[pos])
+            pieces.append(whole[last:cut])
+            pieces.append(rf[key])
+            last = cut
+        pieces.append(whole[last:])
+        out[key] = np.ascontiguousarray(np.concatenate(pieces), dtype=dtype)
+    return out
 
 
 def _assemble(
@@ -605,67 +741,50 @@ def _assemble(
                 cache.blocks[key] = blk
         blocks[mname] = blk
 
-    starts: dict[str, int] = {}
-    start = 0
-    names_l: list[str] = []
-    init_l: list[float] = []
-    bounds_l: list[list[float]] = []
-    fixed_l: list[bool] = []
-    width_l: list[float] = []
-    aux_par_l: list[int] = []
-    aux_kind_l: list[int] = []
-    aux_scale_l: list[float] = []
-    auxdata_l: list[float] = []
-    for mname, blk in blocks.items():
-        starts[mname] = start
-        names_l.extend(blk.names)
-        init_l.extend(blk.inits)
-        bounds_l.extend(blk.bounds)
-        fixed_l.extend(blk.fixed)
-        width_l.extend(blk.width)
-        if blk.constraint is not None:
-            aux_par_l.extend(range(start, start + blk.n))
-            aux_kind_l.extend([0 if blk.constraint == "normal" else 1] * blk.n)
-            aux_scale_l.extend(blk.scale)
-            auxdata_l.extend(blk.auxdata)
-        start += blk.n
-    n_pars = start
+    blks = list(blocks.values())
+    sizes = np.array([b.n for b in blks], dtype=np.int64)
+    par0 = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if blks else sizes
+    starts = dict(zip(blocks, par0.tolist(), strict=True))
+    names_l = [n for b in blks for n in b.names]
+    n_aux = np.array([len(b.local) for b in blks], dtype=np.int64)
+
+    def pcat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=dtype)
+
+    init_a = pcat([b.inits for b in blks], np.float64)
+    bounds_a = pcat([b.bounds for b in blks], np.float64, (2,))
+    fixed_a = pcat([b.fixed for b in blks], bool)
+    width_a = pcat([b.width for b in blks], np.float64)
+    aux_par_a = pcat([b.local for b in blks], np.int64) + np.repeat(par0, n_aux)
+    aux_kind_a = pcat([b.aux_kind for b in blks], np.int64)
+    aux_scale_a = pcat([b.scale for b in blks], np.float64)
+    auxdata_a = pcat([b.auxdata for b in blks], np.float64)
     poi_index: int | None = None
     poi_name: str | None = None
     if isinstance(poi, str) and poi in starts:
         poi_name, poi_index = poi, starts[poi]
 
     # ---- flat entry arrays, rows in (channel, sample) order ----------------------------
-    per_row = [_row_arrays(r, cache) for r in all_rows]  # may add slots
+    if base is None:
+        f = _concat_fields([_row_fields(r, cache, offset) for r in all_rows])
+    else:
+        f = _splice_fields(base, extra, cache, offset)  # the background's part is reused
     by_slot = np.zeros(len(cache.slots), dtype=np.int64)
     for mname, s0 in starts.items():
         slot = cache.slots.get(mname)
         if slot is not None:
             by_slot[slot] = s0
-    n_rows = len(all_rows)
-    nb_r = np.array([r.nbins for r in all_rows], dtype=np.int64)
-    nrf_r = np.array([len(r.rf_names) for r in all_rows], dtype=np.int64)
-    nhs_r = np.array([len(r.hs_names) for r in all_rows], dtype=np.int64)
-    ncf_r = np.array([len(r.cf) for r in all_rows], dtype=np.int64)
+    nb_r, nrf_r, nhs_r, ncf_r, off_r = f["nb"], f["nrf"], f["nhs"], f["ncf"], f["off"]
+    n_rows = len(nb_r)
     cell0 = np.concatenate([[0], np.cumsum(nb_r)[:-1]]) if n_rows else np.zeros(0, np.int64)
-    off_r = np.array([offset[r.channel] for r in all_rows], dtype=np.int64)
     row_ids = np.arange(n_rows, dtype=np.int64)
 
-    def cat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
-        if not parts:
-            return np.zeros((0, *shape), dtype=dtype)
-        return np.ascontiguousarray(np.concatenate(parts), dtype=dtype)
-
-    local = cat([a[0] for a in per_row], np.int64)
-    rf_slot = cat([a[1] for a in per_row], np.int64)
-    hs_slot = cat([a[2] for a in per_row], np.int64)
-    hs_local = cat([a[3] for a in per_row], np.int64)
-    cf_slot = cat([a[4] for a in per_row], np.int64)
-    cf_local = cat([a[5] for a in per_row], np.int64)
-    rf_ns = cat([r.rf_is_normsys for r in all_rows], bool)
+    local, rf_slot, hs_slot = f["local"], f["rf_slot"], f["hs_slot"]
+    hs_local, cf_slot, cf_local = f["hs_local"], f["cf_slot"], f["cf_local"]
+    rf_ns = f["rf_ns"]
     n_hs = int(hs_local.shape[0])
     cm = CompiledModel(
-        nom=cat([r.nom for r in all_rows], np.float64),
+        nom=f["nom"],
         cell_bin=as_i8(local + np.repeat(off_r, nb_r)),
         cell_row=as_i8(np.repeat(row_ids, nb_r)),
         n_bins=int(n_bins),
@@ -673,19 +792,19 @@ def _assemble(
         rf_row=as_i8(np.repeat(row_ids, nrf_r)),
         rf_par=as_i8(by_slot[rf_slot]),
         rf_kind=as_i8(np.where(rf_ns, settings["normsys"], RF_LINEAR)),
-        rf_hi=cat([r.rf_hi for r in all_rows], np.float64),
-        rf_lo=cat([r.rf_lo for r in all_rows], np.float64),
-        rf_coef=cat([r.rf_coef for r in all_rows], np.float64, (6,)),
+        rf_hi=f["rf_hi"],
+        rf_lo=f["rf_lo"],
+        rf_coef=f["rf_coef"],
         cf_cell=as_i8(cf_local + np.repeat(cell0, ncf_r * nb_r)),
         cf_par=as_i8(np.repeat(by_slot[cf_slot], np.repeat(nb_r, ncf_r)) + cf_local),
         hs_cell=as_i8(hs_local + np.repeat(cell0, nhs_r * nb_r)),
         hs_par=as_i8(np.repeat(by_slot[hs_slot], np.repeat(nb_r, nhs_r))),
-        hs_up=cat([r.hs_up for r in all_rows], np.float64),
-        hs_dn=cat([r.hs_dn for r in all_rows], np.float64),
+        hs_up=f["hs_up"],
+        hs_dn=f["hs_dn"],
         hs_kind=np.full(n_hs, settings["histosys"], dtype=np.int64),
-        aux_par=as_i8(aux_par_l),
-        aux_kind=as_i8(aux_kind_l),
-        aux_scale=as_f8(aux_scale_l),
+        aux_par=as_i8(aux_par_a),
+        aux_kind=as_i8(aux_kind_a),
+        aux_scale=as_f8(aux_scale_a),
     )
     data = np.concatenate([observations[c] for c in chans]) if chans else np.zeros(0)
     return Model(
@@ -693,14 +812,14 @@ def _assemble(
         parameter_names=tuple(names_l),
         poi_name=poi_name,
         poi_index=poi_index,
-        init=as_f8(init_l) if n_pars else np.zeros(0),
-        bounds=as_f8(bounds_l) if n_pars else np.zeros((0, 2)),
-        fixed=np.array(fixed_l, dtype=bool),
+        init=as_f8(init_a),
+        bounds=as_f8(bounds_a),
+        fixed=np.array(fixed_a, dtype=bool),
         channels=chans,
         channel_nbins={c: int(nbins[c]) for c in chans},
         data=as_f8(data),
-        auxdata=as_f8(auxdata_l),
-        widths=as_f8(width_l),
+        auxdata=as_f8(auxdata_a),
+        widths=as_f8(width_a),
         measurement=str(mname_) if mname_ is not None else None,
     )
 

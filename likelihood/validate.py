@@ -1,4 +1,12 @@
-"""Validation of HistFactory JSON documents: workspaces, JSON patches and patchsets.
+"""The validation boundary: HistFactory JSON workspaces, JSON patches and patchsets.
+
+This module is the only place that knows what a valid workspace, patch, sample and
+modifier are: the schemas, the fast structural pre-check, the semantic rules, the one
+:data:`MODIFIER_TYPES`, the paths of the operations that add a sample
+(:data:`SAMPLE_ADD_PATH`) or remove a channel (:data:`CHANNEL_REMOVE_PATH`), and the one
+fast path of a signal patch applied to its background (:class:`PatchTarget`).  Every
+path that accepts a workspace or a patch (``compile``, ``Background.with_patch``, the
+``validate_*`` functions, make-patch, scan, combine) calls it.
 
 Two stages, as pyhf does it:
 
@@ -22,6 +30,7 @@ See ``docs/workspace-validation.md`` for the complete list of checks.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import math
@@ -1177,6 +1186,8 @@ def _check_points(patchset: Any, where: str) -> None:
             keyed.append(object())
             continue
         names.append(name)
+        if "patch" not in patch:  # type: ignore[operator]
+            problems.add(["patches", i], f"patch {name!r} has no 'patch' (its operations)")
         values = meta.get("values")  # type: ignore[union-attr]
         if not isinstance(values, list) or not all(
             isinstance(v, str) or _fast_number(v) for v in values
@@ -1339,6 +1350,7 @@ def _fast_added_sample(
     if not _fast_finite_nonneg(sample["data"], nbins):
         return False
     seen: set[tuple[str, str]] = set()
+    variations: list[list[Any]] = []
     for m in mods:
         if type(m) is not dict or m.keys() != _K_MOD:
             return False
@@ -1355,13 +1367,13 @@ def _fast_added_sample(
             ):
                 return False
         elif mtype == "histosys":
-            if (
-                type(data) is not dict
-                or data.keys() != _K_HISTOSYS
-                or not _fast_finite_list(data["hi_data"], nbins)
-                or not _fast_finite_list(data["lo_data"], nbins)
-            ):
+            if type(data) is not dict or data.keys() != _K_HISTOSYS:
                 return False
+            hi, lo = data["hi_data"], data["lo_data"]
+            if type(hi) is not list or type(lo) is not list or len(hi) != nbins or len(lo) != nbins:
+                return False
+            variations.append(hi)  # their numbers are checked at once, below
+            variations.append(lo)
         elif mtype == "staterror" or mtype == "shapesys":
             if not _fast_finite_nonneg(data, nbins):
                 return False
@@ -1394,6 +1406,10 @@ def _fast_added_sample(
         if ksize != size or mtype == "staterror" or mtype == "shapesys":
             return False
         changed[mname] = (new, ksize, channels | {cname})
+    if variations:
+        # every histosys hi_data / lo_data: finite JSON numbers (one C-speed pass)
+        flat = list(itertools.chain.from_iterable(variations))
+        return _fast_finite_list(flat, len(flat))
     return True
 
 
@@ -1567,7 +1583,7 @@ class PatchTarget:
                 return None
         return plan
 
-    def _apply(self, plan: PatchPlan | None, patch_ops: Sequence[Any]) -> dict[str, Any]:
+    def _apply(self, patch_ops: Sequence[Any]) -> dict[str, Any]:
         """The patched workspace of an applicable add-samples / remove-channels patch:
         shallow copies, only the touched channels are copied (equal to jsonpatch's)."""
         ws = dict(self.spec)
@@ -1596,7 +1612,7 @@ class PatchTarget:
         errors), with shallow copies when the patch only adds samples / removes channels
         and applies.  Not validated: see :meth:`check`."""
         if self._applicable(patch_ops):
-            return self._apply(None, patch_ops)
+            return self._apply(patch_ops)
         return apply_patch(self.spec, patch_ops, source=source)
 
     def _applicable(self, patch_ops: Any) -> bool:

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 #: The values of the ``status`` column: every status a row can carry.  All but ``error``
 #: are final (``resume`` keeps such rows); ``no_bracket``: an upper limit (``upper_limit``)
-#: whose CLs curve does not cross the level inside the POI's bounds (limit NaN, CLs kept).
+#: whose CLs curve does not cross the level inside the range searched (limit NaN, CLs kept).
 STATUSES: tuple[str, ...] = (
     "ok",
     "fit_failed",

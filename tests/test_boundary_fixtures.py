@@ -552,3 +552,63 @@ def test_fast_path_agrees_with_the_reference_on_random_corruptions() -> None:
             assert np.array_equal(a, b, equal_nan=True)
         outcomes["accepted"] += 1
     assert outcomes["accepted"] > 20 and outcomes["rejected"] > 200, outcomes
+
+
+def test_invalid_bkgonly_is_blamed_on_the_bkgonly_not_the_patchset(tmp_path: Path) -> None:
+    """issue 16 item 8: with --no-verify a schema error of the BkgOnly named the patchset."""
+    import recast
+    from recast.errors import ScanError
+
+    bkg = background()
+    ps = one_point(bkg, [add(signal())])
+    bkg["channels"][1]["samples"][0]["colour"] = "red"
+    bkg_file, ps_file = tmp_path / "BkgOnly.json", tmp_path / "patchset.json"
+    bkg_file.write_text(json.dumps(bkg))
+    ps_file.write_text(json.dumps(ps))
+    with pytest.raises(ScanError) as info:
+        recast.scan(bkg_file, ps_file, jobs=1, verify=False)
+    msg = str(info.value)
+    assert msg.startswith(f"{bkg_file}: the background-only workspace"), msg
+    assert "/channels/1/samples/0" in msg and "'colour'" in msg
+    assert str(ps_file) not in msg
+
+
+def test_the_fast_apply_equals_jsonpatch() -> None:
+    """PatchTarget.apply (make-patch's full validation) is apply_patch, with shallow copies."""
+    bkg = background()
+    before = json.dumps(bkg, sort_keys=True)
+    target = PatchTarget(bkg)
+    patches = [
+        [add(signal()), add(signal("CR", [3.0, 1.0]), "/channels/1/samples/0")],
+        [
+            {"op": "remove", "path": "/channels/0"},
+            add(signal("CR", [1.0, 1.0]), "/channels/0/samples/1"),
+        ],
+        [add(signal(), "/channels/0/samples/1"), {"op": "remove", "path": "/channels/1"}],
+        [{"op": "replace", "path": "/observations/0/data/0", "value": 17}],
+    ]
+    for patch in patches:
+        fast = target.apply(copy.deepcopy(patch), source=NAME)
+        assert json.dumps(fast, sort_keys=True) == json.dumps(
+            likelihood.apply_patch(bkg, copy.deepcopy(patch), source=NAME), sort_keys=True
+        )
+    for bad in (BAD["sample to a missing channel"], BAD["removed channel out of range"]):
+        ref = _raised(lambda bad=bad: likelihood.apply_patch(bkg, bad.patch, source=NAME))
+        _exact(_raised(lambda bad=bad: target.apply(bad.patch, source=NAME)), ref)
+    assert json.dumps(bkg, sort_keys=True) == before  # the background is never modified
+
+
+def test_real_patches_take_the_fast_path(shared_hepdata: Path) -> None:
+    """Every published patch of 1Lbb, 3L eRJR and sbottom RegionB is accepted by the fast
+    path (a silent fall-back to the reference path would only show as slowness)."""
+    for folder in ("1Lbb", "3L_eRJR"):
+        bkg = likelihood.read_json(shared_hepdata / folder / "BkgOnly.json")
+        ps = likelihood.read_json(shared_hepdata / folder / "patchset.json")
+        target = PatchTarget(bkg)
+        for p in ps["patches"]:
+            assert target.plan(p["patch"]) is not None, (folder, p["metadata"]["name"])
+    d = shared_hepdata / "sbottom_multib" / "RegionB"
+    target = PatchTarget(likelihood.read_json(d / "BkgOnly.json"))
+    plans = [target.plan(likelihood.read_json(f)) for f in sorted(d.glob("patch.*.json"))]
+    assert all(p is not None for p in plans)
+    assert any(p.removed for p in plans if p is not None)  # sbottom patches remove channels
