@@ -339,6 +339,29 @@ def _makepatch_check(bkg: dict[str, Any], patch: Any, ref: BaseException) -> Non
     _prefixed(_raised(lambda: _validate(ps, bkg, "bkg.json", mode="full", progress=False)), ref)
 
 
+def _other_analysis(bkg: dict[str, Any]) -> dict[str, Any]:
+    """A valid workspace like ``bkg`` whose channel names differ (a second analysis)."""
+    other = copy.deepcopy(bkg)
+    for c in other["channels"]:
+        c["name"] = "X_" + c["name"]
+    for o in other["observations"]:
+        o["name"] = "X_" + o["name"]
+    return other
+
+
+def _combine_check(bkg: dict[str, Any], patch: Any, ref: BaseException) -> None:
+    import recast
+
+    _prefixed(
+        _raised(
+            lambda: recast.combine_likelihoods(
+                {"a": bkg, "b": _other_analysis(bkg)}, patchsets=[one_point(bkg, patch), None]
+            )
+        ),
+        ref,
+    )
+
+
 #: name -> check(bkgonly, patch, reference error)
 PATHS: dict[str, Callable[[dict[str, Any], Any, BaseException], None]] = {
     "Background.with_patch": lambda bkg, patch, ref: _exact(
@@ -352,6 +375,7 @@ PATHS: dict[str, Callable[[dict[str, Any], Any, BaseException], None]] = {
     ),
     "make-patch validation": _makepatch_check,
     "recast.scan": _scan_check,
+    "recast.combine_likelihoods": _combine_check,
 }
 
 

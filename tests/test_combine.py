@@ -481,7 +481,7 @@ def test_combined_patch_through_the_validation_boundary(displaced):
     ee["patches"][0]["patch"][0]["value"]["data"] = [-5.0]  # negative signal yield
     # refused before anything is written: by the input check (validate_patchset with
     # bkgonly) or, at the latest, by the check of every combined patch
-    with pytest.raises(likelihood.InvalidWorkspace, match="patch 'p_300_10'"):
+    with pytest.raises(likelihood.InvalidWorkspace, match="p_300_10.*negative nominal yield -5.0"):
         recast.combine_likelihoods([displaced["ee"], displaced["mm"]], patchsets=[ee, mm])
 
 
