@@ -235,6 +235,29 @@ def _xsec_option(value: str | None) -> float | str | None:
         return value
 
 
+def _xsec_table(value: float | str | None, yields_path: str, fmt: str | None) -> tuple[Any, Any]:
+    """``--xsec`` -> (table for the patch metadata, value for reading native acceptances)."""
+    from pathlib import Path
+
+    from recast.yields import _guess_format
+
+    if value is None:
+        return None, None
+    native = (fmt or _guess_format(Path(yields_path))) != "tidy"
+    if isinstance(value, float):
+        return None, value if native else None
+    if native:
+        import pandas as pd
+
+        try:
+            header = pd.read_csv(value, comment="#", nrows=0).columns
+        except (OSError, ValueError):
+            return value, value  # read_yields reports the unreadable file
+        # acceptances need a cross-section in pb; a table in fb serves the metadata only
+        return value, value if "xsec_pb" in [str(c).strip() for c in header] else None
+    return value, None
+
+
 @main.command("make-patch")
 @click.argument("bkgonly", type=click.Path(exists=True, dir_okay=False))
 @click.argument("yields_path", metavar="YIELDS", type=click.Path(exists=True))
@@ -271,7 +294,9 @@ def _xsec_option(value: str | None) -> float | str | None:
 @click.option(
     "--xsec",
     default=None,
-    help="Native output: cross-section in pb (a number), or a CSV with label columns and xsec_pb.",
+    help="Cross-section: a number in pb, or a CSV with label columns, xsec_pb or xsec_fb and "
+    "optional uncertainties (docs/make-patch.md); stored in each patch's metadata.xsec, and "
+    "native output's acceptances are scaled by it.",
 )
 @click.option(
     "--lumi",
@@ -365,13 +390,20 @@ def make_patch(
     if output is None and per_point_dir is None:
         raise click.UsageError("give -o/--output PATCHSET.json and/or --per-point-dir DIR")
     label_list = [s.strip() for s in labels.split(",") if s.strip()] if labels else None
+    xsec_value = _xsec_option(xsec)
+    xsec_table = _xsec_table(xsec_value, yields_path, fmt)
     native: dict[str, Any] = {
         "point_pattern": point_pattern,
-        "xsec_pb": _xsec_option(xsec),
+        "xsec_pb": xsec_table[1],
         "lumi_ifb": lumi,
     }
     given = {k: v for k, v in native.items() if v is not None}
     df = read_yields(yields_path, format=fmt, labels=label_list, **given)
+    if isinstance(xsec_value, float):
+        from recast.yields import label_columns
+
+        keys = df[label_columns(df)].drop_duplicates()
+        xsec_table = (keys.assign(xsec_pb=xsec_value), xsec_table[1])
     template_path, template_point = _split_template(template)
     patchset = make_patchset(
         bkgonly,
@@ -390,6 +422,7 @@ def make_patch(
         description=description,
         validate=validate_mode,
         progress=sys.stderr.isatty(),
+        xsec=xsec_table[0],
     )
     n = len(patchset["patches"])
     if output is not None:
@@ -521,6 +554,14 @@ def _scan_inputs(
 @click.option("--labels", metavar="A,B,...", help="Names of the point values (label columns).")
 @click.option("--measurement", metavar="NAME", help="Measurement to use [default: the first].")
 @click.option(
+    "--xsec",
+    "xsec_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Cross-section CSV (labels, xsec_fb or xsec_pb, optional uncertainties): adds xsec, "
+    "xsec_ul_* (with --upper-limit) and cls_obs_up/down columns [default: the patches' "
+    "metadata.xsec].",
+)
+@click.option(
     "--no-verify", is_flag=True, help="Do not check the patchset's digest against the BkgOnly."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -545,6 +586,7 @@ def scan_command(
     best_expected: bool,
     labels: str | None,
     measurement: str | None,
+    xsec_file: str | None,
     no_verify: bool,
     no_progress: bool,
 ) -> None:
@@ -626,6 +668,7 @@ def scan_command(
                     verify=not no_verify,
                     labels=label_list if patchset_arg is not None else None,
                     measurement=measurement,
+                    xsec=xsec_file,
                 )
             except ScanInterrupted as err:
                 where_rows = f" are in {err.output}" if err.output else " were not saved (no -o)"

@@ -32,6 +32,7 @@ __all__ = [
     "CLS_COLUMNS",
     "VALUE_COLUMNS",
     "UPPER_LIMIT_COLUMNS",
+    "THEORY_COLUMNS",
     "THREAD_ENV",
     "BackgroundPayload",
     "ScanSettings",
@@ -62,6 +63,8 @@ UPPER_LIMIT_COLUMNS: tuple[str, ...] = (
     "mu_ul_exp_p1",
     "mu_ul_exp_p2",
 )
+#: Theory-band columns (observed CLs with the signal scaled by 1 +- its uncertainty).
+THEORY_COLUMNS: tuple[str, ...] = ("cls_obs_up", "cls_obs_down")
 #: Environment variables that pin BLAS / OpenMP / numba to one thread per worker.
 THREAD_ENV: dict[str, str] = {
     "OMP_NUM_THREADS": "1",
@@ -117,11 +120,17 @@ class ScanSettings(NamedTuple):
 
 
 class GridPoint(NamedTuple):
-    """One signal point: its row in the result table, its name and its JSON patch."""
+    """One signal point: its row in the result table, its name and its JSON patch.
+
+    ``theory`` is the relative cross-section uncertainty ``(delta_up, delta_down)`` of the
+    point when known: the worker then adds ``cls_obs_up`` / ``cls_obs_down``, the observed
+    CLs at ``mu * (1 + delta_up)`` and ``mu * (1 - delta_down)``.
+    """
 
     row: int
     name: str
     ops: Sequence[Mapping[str, Any]]
+    theory: tuple[float, float] | None = None
 
 
 class ChunkTask(NamedTuple):
@@ -198,6 +207,9 @@ def _empty_row(point: GridPoint, settings: ScanSettings) -> dict[str, Any]:
     if settings.upper_limit:
         for col in UPPER_LIMIT_COLUMNS:
             row[col] = math.nan
+    if point.theory is not None:
+        for col in THEORY_COLUMNS:
+            row[col] = math.nan
     row["status"] = "error"
     row["message"] = ""
     row["seconds"] = math.nan
@@ -219,6 +231,37 @@ def _upper_limit(core: Any, model: Any, settings: ScanSettings, row: dict[str, A
     if ul.status != "ok" and row["status"] == "ok":
         row["status"] = str(ul.status)
         row["message"] = _one_line(f"upper limit: {ul.message}")
+
+
+def _theory_band(
+    model: Any, settings: ScanSettings, theory: tuple[float, float], init: Any, row: dict[str, Any]
+) -> None:
+    """``cls_obs_up`` / ``cls_obs_down``: observed CLs with the signal scaled by 1 +- delta."""
+    from likelihood.theory import observed_cls
+
+    up, down = theory
+    mus = [settings.mu * (1.0 + up), settings.mu * (1.0 - down)]
+    wanted = [i for i, d in enumerate((up, down)) if math.isfinite(d)]
+    if not wanted:
+        return
+    try:
+        res = observed_cls(
+            model,
+            [mus[i] for i in wanted],
+            test_stat=settings.test_stat,
+            expected=settings.expected,
+            init=init,
+        )
+    except Exception as err:
+        log.debug("theory band of %s failed", row["patch"], exc_info=True)
+        row["status"] = "error"
+        row["message"] = _one_line(f"theory band: {type(err).__name__}: {err}")
+        return
+    for i, value in zip(wanted, res.cls_obs, strict=True):
+        row[THEORY_COLUMNS[i]] = float(value)
+    if res.status != "ok" and row["status"] == "ok":
+        row["status"] = str(res.status)
+        row["message"] = _one_line(f"theory band: {res.message}")
 
 
 def _evaluate_point(
@@ -249,6 +292,8 @@ def _evaluate_point(
             next_warm = (names, res.pars_free)
         if settings.upper_limit:
             _upper_limit(core, model, settings, row)
+        if point.theory is not None and res.status == "ok":
+            _theory_band(model, settings, point.theory, res.pars_free, row)
     except core.NoPOIError as err:
         row["status"] = "no_signal"
         row["message"] = _one_line(
