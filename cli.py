@@ -744,7 +744,7 @@ def scan_command(
 @click.option(
     "--method",
     type=click.Choice(["linear", "rbf"]),
-    default="linear",
+    default="rbf",
     show_default=True,
     help="Interpolation of the significance: Delaunay-linear or radial basis functions.",
 )

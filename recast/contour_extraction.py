@@ -38,6 +38,8 @@ CLS_COLUMNS: dict[str, str] = {
     "expected_p1": "cls_exp_p1",
     "expected_m2": "cls_exp_m2",
     "expected_p2": "cls_exp_p2",
+    "observed_up": "cls_obs_up",
+    "observed_down": "cls_obs_down",
 }
 #: every curve name, in the order used for export and plotting
 CURVES: tuple[str, ...] = tuple(CLS_COLUMNS)
@@ -79,6 +81,12 @@ class Contours(NamedTuple):
         when no expression was given.
     points : pandas.DataFrame
         The rows actually used (after the status, NaN and forbidden-region filters).
+    forbidden_expression : str or None
+        The ``forbidden`` expression (the plots draw its region over the whole axes).
+    extrapolated : numpy.ndarray or None
+        Boolean mask (ny, nx) of the nodes outside the convex hull of the points whose
+        significance was carried over from the nearest node inside (``extend=True``), so
+        that the contours reach the grid edge and the kinematic boundary; None without.
     """
 
     curves: dict[str, list[np.ndarray]]
@@ -95,6 +103,8 @@ class Contours(NamedTuple):
     significance: dict[str, np.ndarray]
     forbidden: np.ndarray | None
     points: pd.DataFrame
+    forbidden_expression: str | None = None
+    extrapolated: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,7 +322,7 @@ def exclusion_contour(
     y: str,
     *,
     level: float = 0.05,
-    method: str = "linear",
+    method: str = "rbf",
     logx: bool = False,
     logy: bool = False,
     forbidden: str | None = None,
@@ -322,6 +332,7 @@ def exclusion_contour(
     rbf_kernel: str = "thin_plate_spline",
     rbf_smoothing: float = 0.0,
     rbf_neighbors: int | None = None,
+    extend: bool = True,
 ) -> Contours:
     """Exclusion contours (observed, expected, expected +-1 and +-2 sigma) in the x-y plane.
 
@@ -335,9 +346,11 @@ def exclusion_contour(
         The label columns on the horizontal and vertical axis (e.g. ``"m_sbottom"``).
     level : float
         CLs value of the contour (0.05: 95% CL).
-    method : {"linear", "rbf"}
-        Linear interpolation on the Delaunay triangulation of the points, or radial basis
-        functions (:class:`scipy.interpolate.RBFInterpolator`).
+    method : {"rbf", "linear"}
+        Radial basis functions (:class:`scipy.interpolate.RBFInterpolator`, the default:
+        closest to ATLAS's published contours, 0.49% of the axis ranges on sbottom and
+        0.70% on 3L eRJR against 0.53% and 1.6% for linear), or linear interpolation on
+        the Delaunay triangulation of the points.
     logx, logy : bool
         Interpolate in ``log10`` of the axis (for masses spanning decades).
     forbidden : str, optional
@@ -355,7 +368,15 @@ def exclusion_contour(
         :class:`scipy.interpolate.RBFInterpolator`.  The global RBF needs O(n^2) memory
         and O(n^3) time in the number of points n (about 0.3 s for 131 points, 10 s for
         3000); a local RBF over the ``rbf_neighbors`` nearest points (e.g. 50) needs far
-        less memory and about half the time at 3000 points.
+        less memory and about half the time at 3000 points.  HistFitter's
+        ``harvestToContours`` smooths coarse grids the same way (RBF with a smoothing
+        term); ``rbf_smoothing`` > 0 trades exactness at the points for smoothness.
+    extend : bool
+        Between the convex hull of the points and the edge of their bounding box (or the
+        forbidden region), carry each node's significance over from the nearest node
+        inside the hull (a constant extrapolation, no new values), so that the contours
+        run on to the grid edge and to the kinematic boundary instead of stopping at the
+        outermost points, as the published ATLAS contours do.  ``False``: mask them.
 
     Returns
     -------
@@ -432,7 +453,8 @@ def exclusion_contour(
             interp = RBFInterpolator(
                 pts, zs, kernel=rbf_kernel, smoothing=rbf_smoothing, neighbors=rbf_neighbors
             )
-            at_nodes[valid] = interp(nodes[valid])
+            # a spline may overshoot between points: never beyond the clipping of Z
+            at_nodes[valid] = np.clip(interp(nodes[valid]), -z_max, z_max)
         except (ValueError, np.linalg.LinAlgError) as err:
             raise ContourError(
                 f"RBF interpolation failed with kernel={rbf_kernel!r}, "
@@ -440,6 +462,9 @@ def exclusion_contour(
                 "method='linear' or another kernel "
                 "(thin_plate_spline, cubic, quintic, linear)"
             ) from err
+    extrapolated = None
+    if extend:
+        at_nodes, extrapolated = _extend(at_nodes, valid, forbidden_grid, nx, ny)
     surfaces: dict[str, np.ndarray] = {}
     curves: dict[str, list[np.ndarray]] = {}
     for k, name in enumerate(present):
@@ -476,7 +501,31 @@ def exclusion_contour(
         significance=surfaces,
         forbidden=forbidden_grid,
         points=frame,
+        forbidden_expression=forbidden or None,
+        extrapolated=extrapolated,
     )
+
+
+def _extend(
+    at_nodes: np.ndarray, valid: np.ndarray, forbidden: np.ndarray | None, nx: int, ny: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the nodes outside the hull (not forbidden) from the nearest interpolated node."""
+    from scipy.ndimage import distance_transform_edt
+
+    inside = valid.reshape(ny, nx)
+    if not inside.any():
+        return at_nodes, np.zeros((ny, nx), dtype=bool)
+    allowed = np.ones((ny, nx), dtype=bool) if forbidden is None else ~forbidden
+    gap = allowed & ~inside
+    # nearest node inside the hull, distances in the unit square (both axes [0, 1])
+    _, (iy, ix) = distance_transform_edt(
+        ~inside, sampling=(1.0 / (ny - 1), 1.0 / (nx - 1)), return_indices=True
+    )
+    source = (iy * nx + ix).ravel()
+    out = at_nodes.copy()
+    flat = gap.ravel()
+    out[flat] = at_nodes[source[flat]]
+    return out, gap
 
 
 def _iso_lines(gu: np.ndarray, gv: np.ndarray, surface: np.ndarray, z: float) -> list[np.ndarray]:

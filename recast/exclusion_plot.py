@@ -75,7 +75,7 @@ def plot_exclusion(
     *,
     ax: Axes | None = None,
     level: float = 0.05,
-    method: str = "linear",
+    method: str = "rbf",
     logx: bool = False,
     logy: bool = False,
     forbidden: str | None = None,
@@ -152,7 +152,7 @@ def plot_exclusion(
             )
         given = {
             "level": level != 0.05 and level != contours.level,
-            "method": method != "linear" and method != contours.method,
+            "method": method != "rbf" and method != contours.method,
             "logx": logx and not contours.logx,
             "logy": logy and not contours.logy,
             "forbidden": forbidden is not None,

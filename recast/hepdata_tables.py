@@ -78,6 +78,8 @@ _DESCRIPTIONS = {
     "expected_p1": "Expected +1 sigma",
     "expected_m2": "Expected -2 sigma",
     "expected_p2": "Expected +2 sigma",
+    "observed_up": "Observed +1 sigma (theory)",
+    "observed_down": "Observed -1 sigma (theory)",
 }
 
 
