@@ -739,7 +739,8 @@ def scan_command(
     "export",
     type=click.Path(dir_okay=False, writable=True, path_type=str),
     default=None,
-    help="Write the contour points as a HEPData-style table: .csv or .json.",
+    help="Write the contour points as a HEPData-style table: .csv or .json (with -x only: "
+    "the CLs curves and crossings, .csv).",
 )
 @click.option(
     "--method",
@@ -781,11 +782,36 @@ def scan_command(
     multiple=True,
     help="Legend text of an overlay; repeat once per --overlay, in order.",
 )
+@click.option(
+    "--smoothing",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="RBF smoothing for coarse or noisy grids (as HistFitter's harvestToContours); 0: exact.",
+)
+@click.option(
+    "--no-extend",
+    is_flag=True,
+    help="Stop the contours at the outermost points instead of the grid edge / boundary.",
+)
 @click.option("--band2", is_flag=True, help="Also draw the expected +-2 sigma band.")
 @click.option("--unit", default="GeV", show_default=True, help="Unit in the axis labels.")
-@click.option("--xlabel", default=None, help="x-axis label (default: column [unit]).")
-@click.option("--ylabel", default=None, help="y-axis label (default: column [unit]).")
+@click.option(
+    "--labels",
+    "axis_labels",
+    multiple=True,
+    metavar="COLUMN=TEXT",
+    help=r"Axis label of a column, mathtext allowed, e.g. 'm1=$m(\tilde{t}_1)$'; repeatable.",
+)
+@click.option("--xlabel", default=None, help="x-axis label; the unit is appended unless given.")
+@click.option("--ylabel", default=None, help="y-axis label; the unit is appended unless given.")
 @click.option("--title", default=None, help="Plot title.")
+@click.option("--analysis", default=None, help="Analysis name for the label block.")
+@click.option(
+    "--sqrt-s", type=float, default=None, help="sqrt(s) in TeV [default: from --overlay]."
+)
+@click.option("--lumi", type=float, default=None, help="Integrated luminosity in fb^-1.")
+@click.option("--no-label-block", is_flag=True, help="No label block (analysis, sqrt(s), CL).")
 def contour_command(
     results: str,
     x: str,
@@ -802,11 +828,18 @@ def contour_command(
     best_expected: bool,
     overlay: tuple[str, ...],
     overlay_labels: tuple[str, ...],
+    smoothing: float,
+    no_extend: bool,
     band2: bool,
     unit: str,
+    axis_labels: tuple[str, ...],
     xlabel: str | None,
     ylabel: str | None,
     title: str | None,
+    analysis: str | None,
+    sqrt_s: float | None,
+    lumi: float | None,
+    no_label_block: bool,
 ) -> None:
     """Exclusion contours and plots from scan results.
 
@@ -829,18 +862,34 @@ def contour_command(
         from recast import best_expected as pick_best
 
         table = pick_best(table)
+        if "region" in table.columns:
+            counts = table["region"].astype(str).value_counts().sort_index()
+            click.echo(
+                "best expected region per point: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
+    labels_map = {}
+    for item in axis_labels:
+        column, sep, text = item.partition("=")
+        if not sep or not column.strip():
+            raise click.UsageError(f"--labels {item!r}: write COLUMN=TEXT, e.g. 'm1=$m(t)$'")
+        labels_map[column.strip()] = text
     if y is None:
-        if export or overlay or forbidden or logy or band2:
+        if overlay or forbidden or logy or band2:
             raise click.UsageError(
-                "--export, --overlay, --forbidden, --logy and --band2 need a 2-D plane: give -y"
+                "--overlay, --forbidden, --logy and --band2 need a 2-D plane: give -y"
             )
         crossings = rc.find_crossings(table, x, level=level, where=where, logx=logx)
         if output:
             rc.plot_brazil(
                 table, x, level=level, where=where, logx=logx, unit=unit or None,
-                xlabel=xlabel, title=title, output=output,
+                xlabel=xlabel if xlabel is not None else labels_map.get(x),
+                title=title, output=output,
             )  # fmt: skip
             click.echo(f"wrote {output}")
+        if export:
+            rc.export_brazil(table, x, export, level=level, where=where, logx=logx)
+            click.echo(f"wrote {export}")
         for name, values in crossings.items():
             shown = ", ".join(f"{v:.6g}" for v in values) or "none"
             click.echo(f"{name}: CLs = {level:g} at {x} = {shown}")
@@ -848,6 +897,7 @@ def contour_command(
     contours = rc.exclusion_contour(
         table, x, y, level=level, method=method, logx=logx, logy=logy,
         forbidden=forbidden, where=where, resolution=resolution,
+        rbf_smoothing=smoothing, extend=not no_extend,
     )  # fmt: skip
     click.echo(f"{len(contours.points)} points in the {x}-{y} plane, {method} interpolation")
     for name, pieces in contours.curves.items():
@@ -860,7 +910,9 @@ def contour_command(
         rc.plot_exclusion(
             contours, band2=band2, overlay=list(overlay) or None,
             overlay_label=list(overlay_labels) or None,
-            unit=unit or None, xlabel=xlabel, ylabel=ylabel, title=title, output=output,
+            unit=unit or None, xlabel=xlabel, ylabel=ylabel, labels=labels_map or None,
+            title=title, analysis=analysis, sqrt_s=sqrt_s, lumi=lumi,
+            label_block=not no_label_block, output=output,
         )  # fmt: skip
         click.echo(f"wrote {output}")
 

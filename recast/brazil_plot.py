@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 from recast.contour_extraction import CLS_COLUMNS, _confidence, _slice_1d, find_crossings
+from recast.errors import ContourError
 from recast.plot_style import (
     _BRAZIL_GREEN,
     _BRAZIL_YELLOW,
@@ -26,7 +28,7 @@ from recast.plot_style import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BrazilPlot", "plot_brazil"]
+__all__ = ["BrazilPlot", "plot_brazil", "export_brazil"]
 
 
 class BrazilPlot(NamedTuple):
@@ -84,8 +86,11 @@ def plot_brazil(
     where : str, optional
     logx, logy : bool
         Log scale for the mass and for CLs (default log CLs).
-    unit, xlabel, title, output, dpi, figsize
-        As in :func:`plot_exclusion`.
+    unit, xlabel, output, dpi, figsize
+        As in :func:`plot_exclusion` (``xlabel`` keeps the unit).
+    title : str, optional
+        Title; the slice ``where`` is named in it (default title: ``CLs along <x>,
+        <where>``).
     z_max : float
         Significance clipping for the crossings.
 
@@ -103,10 +108,12 @@ def plot_brazil(
     if logy:
         # the axis shows a few decades below the smallest observed / expected CLs (and the
         # level); what lies lower is drawn on the bottom edge
+        # no lower bound: a CLs of 1e-12 is drawn where it is, not clipped; only CLs = 0
+        # exactly (underflow) sits on the bottom edge
         central = np.concatenate([col["observed"], col["expected"]])
         positive = central[central > 0]
         lowest = float(positive.min()) if len(positive) else level
-        floor = max(1e-8, min(lowest, level) / 3.0)
+        floor = min(lowest, level) / 3.0
     artists: dict[str, Any] = {}
     if "expected_m2" in col and "expected_p2" in col:
         artists["band_2sigma"] = axes.fill_between(
@@ -167,6 +174,10 @@ def plot_brazil(
         axes.set_ylim(0.0, 1.05)
     axes.set_xlabel(_axis_label(x, xlabel, unit))
     axes.set_ylabel("CLs")
+    if title is None and where:
+        title = f"CLs along {x}, {where}"
+    elif title and where and where not in title:
+        title = f"{title} ({where})"
     if title:
         axes.set_title(title)
     handles, labels = axes.get_legend_handles_labels()
@@ -176,3 +187,61 @@ def plot_brazil(
     artists["legend"] = axes.legend(handles, labels, loc="best", fontsize="small", frameon=False)
     _save(fig, output, dpi)
     return BrazilPlot(figure=fig, ax=axes, artists=artists, crossings=crossings)
+
+
+def export_brazil(
+    results: pd.DataFrame,
+    x: str,
+    path: str | os.PathLike[str],
+    *,
+    level: float = 0.05,
+    where: str | None = None,
+    logx: bool = False,
+    z_max: float = 5.0,
+) -> Path:
+    """Write the curves of a Brazil plot as a HEPData-style CSV table.
+
+    One table: ``#:`` header lines (``name``, ``description``, ``level``, ``where`` and one
+    ``crossing <curve>`` line per curve with the x values where it crosses the level),
+    the column header ``<x>, cls_obs, cls_exp_m2 ... cls_exp_p2`` (the columns present,
+    plus ``region`` for best-expected results) and one row per point, sorted by ``x``;
+    :func:`recast.contour.read_hepdata_csv` reads it back.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written (atomically).
+    """
+    import csv
+    import io
+
+    from recast.hepdata_tables import _write_file
+
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        raise ContourError(f"cannot export a Brazil plot as {path}: use a .csv suffix")
+    frame, present = _slice_1d(results, x, where=where, logx=logx)
+    crossings = find_crossings(frame, x, level=level, logx=logx, z_max=z_max)
+    columns = [x, *(CLS_COLUMNS[n] for n in present)]
+    if "region" in frame.columns:
+        columns.append("region")
+    buf = io.StringIO()
+    buf.write(f"#: name: CLs along {x}\n")
+    buf.write(
+        f"#: description: observed and expected CLs against {x}"
+        f"{f' ({where})' if where else ''}; CLs = {level:g} is the {_confidence(level)} "
+        "exclusion (recastkit)\n"
+    )
+    buf.write(f"#: level: {level!r}\n")
+    if where:
+        buf.write(f"#: where: {where}\n")
+    for name, values in crossings.items():
+        buf.write(f"#: crossing {name}: {' '.join(repr(float(v)) for v in values) or '-'}\n")
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for rec in frame[columns].itertuples(index=False):
+        writer.writerow([v if isinstance(v, str) else repr(float(v)) for v in rec])
+    data = buf.getvalue().encode()
+    _write_file(path, lambda handle: handle.write(data))
+    log.info("wrote the CLs curves along %s to %s", x, path)
+    return path

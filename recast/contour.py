@@ -33,7 +33,7 @@ distances), :mod:`recast.exclusion_plot`, :mod:`recast.brazil_plot` and
 
 from __future__ import annotations
 
-from recast.brazil_plot import BrazilPlot, plot_brazil
+from recast.brazil_plot import BrazilPlot, export_brazil, plot_brazil
 from recast.contour_extraction import (
     CLS_COLUMNS,
     CURVES,
@@ -69,4 +69,5 @@ __all__ = [
     "contour_distance",
     "plot_exclusion",
     "plot_brazil",
+    "export_brazil",
 ]

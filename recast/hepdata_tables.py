@@ -308,7 +308,16 @@ def _make_table(header: dict[str, str], columns: list[str], rows: list[list[str]
     return HEPDataTable(name=header.get("name", ""), header=dict(header), data=frame)
 
 
-def _overlay_curves(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray]]:
+class OverlayCurve(NamedTuple):
+    """One published curve of an overlay file: its name, (N, 2) points, columns, header."""
+
+    name: str
+    xy: np.ndarray
+    columns: tuple[str, str]
+    header: dict[str, str]
+
+
+def _overlay_curves(path: str | os.PathLike[str]) -> list[OverlayCurve]:
     out = []
     for table in read_hepdata_csv(path):
         numeric = [c for c in table.data.columns if table.data[c].dtype == float]
@@ -317,7 +326,14 @@ def _overlay_curves(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray]
         xy = table.data[numeric[:2]].to_numpy(float)
         xy = xy[np.isfinite(xy).all(axis=1)]
         if len(xy) >= 2:
-            out.append((table.name or Path(path).stem, xy))
+            out.append(
+                OverlayCurve(
+                    table.name or Path(path).stem,
+                    xy,
+                    (str(numeric[0]), str(numeric[1])),
+                    dict(table.header),
+                )
+            )
     if not out:
         raise ContourError(
             f"{path} holds no table with two numeric columns: a contour overlay needs a "

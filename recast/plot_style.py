@@ -22,7 +22,7 @@ from recast.hepdata_tables import _write_file
 
 log = logging.getLogger(__name__)
 
-__all__: list[str] = []
+__all__ = ["PARTICLE_LABELS", "label_lines"]
 
 _FORMATS = ("png", "pdf", "svg")
 
@@ -47,10 +47,77 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Ax
     return fig, fig.add_subplot()
 
 
-def _axis_label(name: str, label: str | None, unit: str | None) -> str:
-    if label is not None:
-        return label
-    return f"{name} [{unit}]" if unit else name
+#: Label columns whose particle is known: column name (lower case) -> mathtext label.
+PARTICLE_LABELS: dict[str, str] = {
+    "m_sbottom": r"$m(\tilde{b}_1)$",
+    "m_sb": r"$m(\tilde{b}_1)$",
+    "m_stop": r"$m(\tilde{t}_1)$",
+    "m_gluino": r"$m(\tilde{g})$",
+    "m_n1": r"$m(\tilde{\chi}^0_1)$",
+    "m_n2": r"$m(\tilde{\chi}^0_2)$",
+    "m_c1": r"$m(\tilde{\chi}^{\pm}_1)$",
+    "mn1": r"$m(\tilde{\chi}^0_1)$",
+    "mn2": r"$m(\tilde{\chi}^{\pm}_1/\tilde{\chi}^0_2)$",
+    "mc1": r"$m(\tilde{\chi}^{\pm}_1)$",
+    "m_slepton": r"$m(\tilde{\ell})$",
+}
+
+
+def _axis_label(
+    name: str,
+    label: str | None,
+    unit: str | None,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """``label`` (with `` [unit]`` appended unless it has a unit), else the particle name.
+
+    Lookup order for the default: ``labels`` (the user's, or the source's), then
+    :data:`PARTICLE_LABELS`, then the column name itself.
+    """
+    if label is None:
+        label = (labels or {}).get(name) or PARTICLE_LABELS.get(name.lower()) or name
+    if unit and "[" not in label:
+        return f"{label} [{unit}]"
+    return label
+
+
+def _label_block(ax: Axes, lines: list[str], *, loc: str = "upper right") -> Any:
+    """The experiment-style text block (analysis, sqrt(s) and luminosity, CL) in ``ax``."""
+    from matplotlib.offsetbox import AnchoredText
+
+    box = AnchoredText(
+        "\n".join(lines),
+        loc=loc,
+        frameon=True,
+        prop={"fontsize": "small", "linespacing": 1.4},
+        borderpad=0.6,
+    )
+    box.patch.set(facecolor="white", edgecolor="none", alpha=0.85)
+    box.set_zorder(6)
+    ax.add_artist(box)
+    return box
+
+
+def label_lines(
+    *,
+    analysis: str | None,
+    sqrt_s: float | None,
+    lumi: float | None,
+    level: float,
+) -> list[str]:
+    """Lines of the label block: analysis name, ``sqrt(s) = 13 TeV, 139 fb^-1``, the CL."""
+    lines = []
+    if analysis:
+        lines.append(analysis)
+    energy = []
+    if sqrt_s is not None:
+        energy.append(f"$\\sqrt{{s}}$ = {sqrt_s:g} TeV")
+    if lumi is not None:
+        energy.append(f"{lumi:g} fb$^{{-1}}$")
+    if energy:
+        lines.append(", ".join(energy))
+    lines.append(f"All limits at {100.0 * (1.0 - level):g}% CL")
+    return lines
 
 
 def _plot_format(output: str | os.PathLike[str] | None) -> str | None:
