@@ -476,31 +476,45 @@ def _fraction_inside(xy: np.ndarray, xlim: tuple, ylim: tuple) -> float:
     return float(ok.mean())
 
 
+def _name(text: str) -> str:
+    """A column name without its unit, lower case, letters and digits only."""
+    return re.sub(r"[^a-z0-9]", "", re.sub(r"\[[^\]]*\]", "", str(text)).lower())
+
+
 def _check_overlay(
     path: Any, curve: OverlayCurve, contours: Contours, xlim: tuple, ylim: tuple
 ) -> None:
-    """Warn when a published curve does not fit the plot's axes (other or swapped columns)."""
-    inside = _fraction_inside(curve.xy, xlim, ylim)
-    if inside >= 0.5:
-        return
-    swapped = _fraction_inside(curve.xy[:, ::-1], xlim, ylim)
-    hint = (
-        "its columns look swapped: x and y exchanged fit the plot"
-        if swapped >= 0.9
-        else "is it a curve of another plane, or in other units?"
-    )
-    log.warning(
-        "overlay %s (%s): only %.0f%% of its points lie on the plot's axes: its columns "
-        "%r, %r against the axes %r, %r; %s",
-        path,
-        curve.name,
-        100.0 * inside,
-        curve.columns[0],
-        curve.columns[1],
-        contours.x,
-        contours.y,
-        hint,
-    )
+    """Warn when a published curve does not fit the plot's axes (other or swapped columns).
+
+    Two checks: the overlay's column names against the axis columns (a mismatch is only
+    reported when the names match the other way round: swapped), and its points against
+    the axis ranges (most of them outside: another plane, or other units).
+    """
+    cx, cy = (_name(c) for c in curve.columns)
+    ax_x, ax_y = _name(contours.x), _name(contours.y)
+    problem = None
+    if cx == ax_y and cy == ax_x and cx != cy:
+        problem = "its columns are the plot's axes swapped (x and y exchanged)"
+    else:
+        inside = _fraction_inside(curve.xy, xlim, ylim)
+        if inside < 0.5:
+            swapped = _fraction_inside(curve.xy[:, ::-1], xlim, ylim)
+            problem = f"only {100.0 * inside:.0f}% of its points lie on the plot's axes; " + (
+                "its columns look swapped: x and y exchanged fit the plot"
+                if swapped >= 0.9
+                else "is it a curve of another plane, or in other units?"
+            )
+    if problem:
+        log.warning(
+            "overlay %s (%s, columns %r, %r) does not fit the axes %r, %r: %s",
+            path,
+            curve.name,
+            curve.columns[0],
+            curve.columns[1],
+            contours.x,
+            contours.y,
+            problem,
+        )
 
 
 def _draw_overlays(
