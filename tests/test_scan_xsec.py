@@ -219,3 +219,44 @@ def test_read_xsec_csv_relative_and_absolute(tmp_path):
     assert got["xsec_unc_up"].iloc[0] == pytest.approx(0.2)
     assert got["m2"].iloc[1] == 0.5
     assert math.isnan(got["xsec_unc_down"].iloc[1])
+
+
+def _keys(table: pd.DataFrame) -> list[tuple[float, float]]:
+    return list(zip(table["m1"], table["m2"], strict=True))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cli_make_patch_xsec_stores_the_metadata(tmp_path, toy, native):
+    ws_path = tmp_path / "BkgOnly.json"
+    ws_path.write_text(json.dumps(toy))
+    table = _xsec_table()
+    if native:
+        # the SimpleAnalysis index: xsec_pb scales the acceptances and is stored as well
+        yields_path = ROOT / "grids" / "simpleanalysis_index.csv"
+        xsec_csv = yields_path
+        expect = dict(zip(_keys(table), table["xsec_fb"] / 1e3, strict=True))
+        unit = "pb"
+    else:
+        yields_path = ROOT / "grids" / "yields.csv"
+        xsec_csv = tmp_path / "xsec.csv"
+        table.to_csv(xsec_csv, index=False)
+        expect = dict(zip(_keys(table), table["xsec_fb"], strict=True))
+        unit = "fb"
+    out = tmp_path / "patchset.json"
+    args = ["make-patch", str(ws_path), str(yields_path), "--mapping",
+            str(ROOT / "grids" / "mapping.json"), "--hepdata", "ins0000000"]  # fmt: skip
+    run = CliRunner().invoke(main, [*args, "--xsec", str(xsec_csv), "-o", str(out)])
+    assert run.exit_code == 0, run.output
+    patches = json.loads(out.read_text())["patches"]
+    assert len(patches) == len(expect)
+    for patch in patches:
+        meta = patch["metadata"]
+        assert meta["xsec"]["unit"] == unit
+        assert meta["xsec"]["value"] == pytest.approx(expect[tuple(meta["values"])], rel=1e-12)
+        assert ("uncertainty_up" in meta["xsec"]) is (not native)
+    if native:
+        # the yields are the same as without --xsec (the index gives the same xsec_pb)
+        run = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "plain.json")])
+        assert run.exit_code == 0, run.output
+        plain = json.loads((tmp_path / "plain.json").read_text())["patches"]
+        assert [p["patch"] for p in plain] == [p["patch"] for p in patches]
