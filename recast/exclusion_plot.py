@@ -374,8 +374,9 @@ def _draw_forbidden(
     expression = contours.forbidden_expression
     if expression:
         n = 400
-        gx = np.geomspace(*xlim, n) if contours.logx else np.linspace(*xlim, n)
-        gy = np.geomspace(*ylim, n) if contours.logy else np.linspace(*ylim, n)
+        (x0, x1), (y0, y1) = (float(v) for v in xlim), (float(v) for v in ylim)
+        gx = np.geomspace(x0, x1, n) if contours.logx else np.linspace(x0, x1, n)
+        gy = np.geomspace(y0, y1, n) if contours.logy else np.linspace(y0, y1, n)
         field = forbidden_field(expression, contours.x, contours.y, gx, gy)
         if not (field >= 0).any():
             return
@@ -386,9 +387,10 @@ def _draw_forbidden(
                       facecolor="0.92", edgecolor="0.6", hatch="//", lw=0, zorder=0.5)
             for p, c in zip(*filled, strict=True)
         ]  # fmt: skip
+        lines: Any = gen.lines(0.0)
         edges = [
             axes.plot(p[:, 0], p[:, 1], color="0.45", lw=1.0, zorder=0.6)[0]
-            for p in gen.lines(0.0)
+            for p in map(np.asarray, lines)
             if len(p) >= 2
         ]
         artists["forbidden_edge"] = edges
@@ -429,7 +431,12 @@ def _draw_points(
         )
     vmin = 1e-4
     norm = LogNorm(vmin=vmin, vmax=1.0)
-    style = {"cmap": "PuBuGn_r", "norm": norm, "edgecolors": "0.25", "linewidths": 0.4}
+    style: dict[str, Any] = {
+        "cmap": "PuBuGn_r",
+        "norm": norm,
+        "edgecolors": "0.25",
+        "linewidths": 0.4,
+    }
     regions = sorted(pts["region"].astype(str).unique()) if "region" in pts.columns else []
     if len(regions) > 1:
         scatters = []
