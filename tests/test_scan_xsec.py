@@ -91,7 +91,7 @@ def _pyhf_cls_obs(bkgonly: dict, ops: list[dict]) -> float:
     return float(pyhf.infer.hypotest(1.0, ws.data(model), model, test_stat="qtilde"))
 
 
-def test_make_patch_stores_the_cross_section_in_the_metadata(grid):
+def test_make_patch_stores_the_cross_section_in_the_metadata(grid, toy):
     patchset, _ = grid
     table = _xsec_table().set_index(["m1", "m2"])
     for patch in patchset["patches"]:
@@ -106,6 +106,8 @@ def test_make_patch_stores_the_cross_section_in_the_metadata(grid):
             row["xsec_fb"] * row["xsec_unc_down_rel"], rel=1e-12
         )
     likelihood.validate_patchset(patchset)
+    pyhf = pytest.importorskip("pyhf")
+    pyhf.PatchSet(patchset).verify(toy)  # pyhf accepts the extra metadata field
     back = xsec_from_patchset(patchset)
     assert list(back["patch"]) == [p["metadata"]["name"] for p in patchset["patches"]]
 
