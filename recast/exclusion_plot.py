@@ -233,14 +233,19 @@ def plot_exclusion(
     handles.insert(1, exp_handle)
     texts.insert(1, exp_label)
 
+    fitting: list[OverlayCurve] = []
     if curves:
-        _draw_overlays(axes, contours, curves, overlay_label, xlim, ylim, artists, handles, texts)
+        fitting = _draw_overlays(
+            axes, contours, curves, overlay_label, xlim, ylim, artists, handles, texts
+        )
     if "forbidden" in artists:
         handles.append(Patch(facecolor="0.92", edgecolor="0.6", hatch="//"))
         texts.append("kinematically forbidden")
 
-    axes.set_xlabel(_axis_label(contours.x, xlabel, unit, dict(labels or {})))
-    axes.set_ylabel(_axis_label(contours.y, ylabel, unit, dict(labels or {})))
+    axis_labels = _source_labels(contours, fitting, unit)
+    axis_labels.update(labels or {})
+    axes.set_xlabel(_axis_label(contours.x, xlabel, unit, axis_labels))
+    axes.set_ylabel(_axis_label(contours.y, ylabel, unit, axis_labels))
     if title:
         axes.set_title(title)
     if label_block:
@@ -490,7 +495,7 @@ def _name(text: str) -> str:
 
 def _check_overlay(
     path: Any, curve: OverlayCurve, contours: Contours, xlim: tuple, ylim: tuple
-) -> None:
+) -> bool:
     """Warn when a published curve does not fit the plot's axes (other or swapped columns).
 
     Two checks: the overlay's column names against the axis columns (a mismatch is only
@@ -522,6 +527,7 @@ def _check_overlay(
             contours.y,
             problem,
         )
+    return problem is None
 
 
 def _draw_overlays(
@@ -534,7 +540,8 @@ def _draw_overlays(
     artists: dict,
     handles: list,
     texts: list,
-) -> None:
+) -> list[OverlayCurve]:
+    """Draw the published curves; return those that fit the plot's axes."""
     from matplotlib.lines import Line2D
 
     names = (
@@ -548,16 +555,40 @@ def _draw_overlays(
             "label per file, in the same order"
         )
     drawn = []
+    fitting: list[OverlayCurve] = []
     for k, ((path, pieces), text) in enumerate(zip(curves, names, strict=True)):
         colour, style = _OVERLAY_STYLES[k % len(_OVERLAY_STYLES)]
         for curve in pieces:
-            _check_overlay(path, curve, contours, xlim, ylim)
+            if _check_overlay(path, curve, contours, xlim, ylim):
+                fitting.append(curve)
             drawn += axes.plot(
                 curve.xy[:, 0], curve.xy[:, 1], ls=style, lw=2.0, color=colour, zorder=3.5
             )
         handles.append(Line2D([], [], ls=style, lw=2.0, color=colour))
         texts.append(text or f"{pieces[0].name} (published)")
     artists["overlay"] = drawn
+    return fitting
+
+
+def _source_labels(
+    contours: Contours, fitting: list[OverlayCurve], unit: str | None
+) -> dict[str, str]:
+    """Axis labels the published record gives: the column headers of a fitting overlay.
+
+    Only for columns whose particle :data:`recast.plot_style.PARTICLE_LABELS` does not
+    know (a generic ``m1``), and only when the header's unit (``$m(...)$ [GeV]``) is the
+    plot's ``unit``.
+    """
+    from recast.plot_style import PARTICLE_LABELS
+
+    out: dict[str, str] = {}
+    if fitting:
+        for name, header in zip((contours.x, contours.y), fitting[0].columns, strict=True):
+            found = re.search(r"\[([^\]]*)\]", header)
+            same_unit = found is None or unit is None or found.group(1).strip() == unit
+            if name.lower() not in PARTICLE_LABELS and header.strip() and same_unit:
+                out[name] = header.strip()
+    return out
 
 
 def _overlay_energy(curves: list[OverlayCurve]) -> float | None:

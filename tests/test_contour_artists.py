@@ -177,6 +177,16 @@ def test_overlay_that_does_not_fit_the_axes_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         plot_exclusion(contours, overlay=far)
     assert "0% of its points lie on the plot's axes" in caplog.text
+    # a fitting HEPData table names the axes (generic columns m1, m2), unit included
+    named = tmp_path / "named.csv"
+    named.write_text(
+        "$m(\\tilde{t}_1)$ [GeV],$m(\\tilde{\\chi}^0_1)$ [GeV]\n"
+        + "".join(f"{a:.10g},{b:.10g}\n" for a, b in xy)
+    )
+    plot = plot_exclusion(contours, overlay=named)
+    assert plot.ax.get_xlabel() == r"$m(\tilde{t}_1)$ [GeV]"
+    assert plot.ax.get_ylabel() == r"$m(\tilde{\chi}^0_1)$ [GeV]"
+    assert plot_exclusion(contours, overlay=named, unit="TeV").ax.get_xlabel() == "m1 [TeV]"
 
 
 def test_smoothing_keeps_the_contour_on_the_points():
