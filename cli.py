@@ -30,7 +30,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (RecastError, LikelihoodError) as err:
             log.debug("error details", exc_info=True)
-            click.echo(f"Error: {err}", err=True)
+            click.echo(f"Error: {getattr(err, 'cli_message', None) or err}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
