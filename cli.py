@@ -884,7 +884,8 @@ def contour_command(
             rc.plot_brazil(
                 table, x, level=level, where=where, logx=logx, unit=unit or None,
                 xlabel=xlabel if xlabel is not None else labels_map.get(x),
-                title=title, output=output,
+                title=title, analysis=analysis, sqrt_s=sqrt_s, lumi=lumi,
+                label_block=not no_label_block, output=output,
             )  # fmt: skip
             click.echo(f"wrote {output}")
         if export:

@@ -21,9 +21,11 @@ from recast.plot_style import (
     _BRAZIL_GREEN,
     _BRAZIL_YELLOW,
     _axis_label,
+    _label_block,
     _new_axes,
     _plot_format,
     _save,
+    label_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class BrazilPlot(NamedTuple):
     ax : matplotlib.axes.Axes
     artists : dict[str, Any]
         Role -> artist: ``"observed"``, ``"expected"``, ``"band_1sigma"``,
-        ``"band_2sigma"``, ``"level"``, ``"crossings"``, ``"legend"``.
+        ``"band_2sigma"``, ``"level"``, ``"crossings"``, ``"label_block"``, ``"legend"``.
     crossings : dict[str, numpy.ndarray]
         Curve name -> x values, shape (k,), where the curve crosses the CLs level
         (see :func:`find_crossings`).
@@ -64,6 +66,10 @@ def plot_brazil(
     unit: str | None = "GeV",
     xlabel: str | None = None,
     title: str | None = None,
+    analysis: str | None = None,
+    sqrt_s: float | None = None,
+    lumi: float | None = None,
+    label_block: bool = True,
     output: str | os.PathLike[str] | None = None,
     dpi: int = 150,
     figsize: tuple[float, float] = (7.0, 5.0),
@@ -91,6 +97,9 @@ def plot_brazil(
     title : str, optional
         Title; the slice ``where`` is named in it (default title: ``CLs along <x>,
         <where>``).
+    analysis, sqrt_s, lumi, label_block
+        The label block, as in :func:`plot_exclusion` (top left, artist
+        ``"label_block"``).
     z_max : float
         Significance clipping for the crossings.
 
@@ -184,7 +193,15 @@ def plot_brazil(
     if not len(cx):
         keep = [i for i, lab in enumerate(labels) if lab != "crossings"]
         handles, labels = [handles[i] for i in keep], [labels[i] for i in keep]
-    artists["legend"] = axes.legend(handles, labels, loc="best", fontsize="small", frameon=False)
+    if label_block:
+        artists["label_block"] = _label_block(
+            axes, label_lines(analysis=analysis, sqrt_s=sqrt_s, lumi=lumi, level=level),
+            loc="upper left",
+        )  # fmt: skip
+    artists["legend"] = axes.legend(
+        handles, labels, loc="lower right" if label_block else "best", fontsize="small",
+        frameon=False,
+    )  # fmt: skip
     _save(fig, output, dpi)
     return BrazilPlot(figure=fig, ax=axes, artists=artists, crossings=crossings)
 

@@ -226,8 +226,13 @@ def test_brazil_title_names_the_slice_and_y_range_clips_nothing():
     lo, hi = plot.ax.get_ylim()
     assert lo < y.min() and y.max() < hi
     assert y.min() == pytest.approx(1e-14)
-    titled = plot_brazil(grid, "m1", where="m2 == 100", title="toy")
+    titled = plot_brazil(grid, "m1", where="m2 == 100", title="toy", analysis="A", lumi=139)
     assert titled.ax.get_title() == "toy (m2 == 100)"
+    block = titled.artists["label_block"].txt.get_text().splitlines()
+    assert block == ["A", "139 fb$^{-1}$", "All limits at 95% CL"]
+    assert (
+        "label_block" not in plot_brazil(grid, "m1", where="m2 == 100", label_block=False).artists
+    )
 
 
 def test_cli_brazil_export_round_trips(tmp_path):
