@@ -4,7 +4,9 @@ checks, smoothing, and the Brazil plot's export, title and y range."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,7 @@ from scipy.stats import norm
 import recast
 from cli import main
 from recast.contour import (
+    contour_distance,
     exclusion_contour,
     export_contours,
     find_crossings,
@@ -271,3 +274,42 @@ def test_cli_contour_options_reach_the_plot(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     curves = {t.header["curve"] for t in read_hepdata_csv(tmp_path / "c.csv")}
     assert {"observed", "observed_up", "observed_down", "expected"} <= curves
+
+
+def _one_lbb(shared: Path) -> pd.DataFrame:
+    """pyhf's CLs of the 125 1Lbb points as a scan table."""
+    doc = json.loads((shared / "1Lbb" / "reference" / "pyhf-0.7.6_cls.json").read_text())
+    band = ("cls_exp_m2", "cls_exp_m1", "cls_exp", "cls_exp_p1", "cls_exp_p2")
+    rows = []
+    for r in doc["results"]:
+        m1, m2 = r["name"].split("_")[-2:]
+        rows.append(
+            {"m1": float(m1), "m2": float(m2), "cls_obs": r["CLs_obs"],
+             **dict(zip(band, r["CLs_exp"], strict=True))}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("extend", [True, False])
+def test_no_spikes_in_the_band_along_the_1lbb_diagonal(shared_hepdata, extend):
+    # every vertex of the filled +-1 sigma band lies on its two edges (the -1 and +1 sigma
+    # contours), or on the grid edge, or on the kinematic limit m1 - m2 = m(h): anything
+    # else is a spike.  Stopping at the outermost points (extend=False, the old default)
+    # leaves slivers along the hull's jagged diagonal
+    contours = exclusion_contour(
+        _one_lbb(shared_hepdata), "m1", "m2", forbidden="m2 >= m1 - 125", extend=extend
+    )
+    plot = plot_exclusion(contours, points=False, label_block=False)
+    v = np.vstack([p.get_path().vertices for p in plot.artists["band_1sigma"]])
+    edges = contours.curves["expected_m1"] + contours.curves["expected_p1"]
+    (x0, x1), (y0, y1) = contours.x_range, contours.y_range
+    on_box = np.isclose(v[:, 0], x0) | np.isclose(v[:, 0], x1) | np.isclose(v[:, 1], y0)
+    on_limit = (v[:, 1] - (v[:, 0] - 125.0)) / (y1 - y0) > -0.01
+    free = v[~on_box & ~on_limit]
+    gap = np.array(
+        [contour_distance(p[None], edges, x_range=(x0, x1), y_range=(y0, y1)).max for p in free]
+    )
+    if extend:
+        assert gap.max() < 1e-9  # measured 2e-16
+    else:
+        assert (gap > 0.01).sum() > 10  # measured 37 vertices up to 3.4% of the ranges
