@@ -30,7 +30,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (RecastError, LikelihoodError) as err:
             log.debug("error details", exc_info=True)
-            click.echo(f"Error: {err}", err=True)
+            click.echo(f"Error: {getattr(err, 'cli_message', None) or err}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -310,6 +310,29 @@ def _xsec_option(value: str | None) -> float | str | None:
         return value
 
 
+def _xsec_table(value: float | str | None, yields_path: str, fmt: str | None) -> tuple[Any, Any]:
+    """``--xsec`` -> (table for the patch metadata, value for reading native acceptances)."""
+    from pathlib import Path
+
+    from recast.yields import _guess_format
+
+    if value is None:
+        return None, None
+    native = (fmt or _guess_format(Path(yields_path))) != "tidy"
+    if isinstance(value, float):
+        return None, value if native else None
+    if native:
+        import pandas as pd
+
+        try:
+            header = pd.read_csv(value, comment="#", nrows=0).columns
+        except (OSError, ValueError):
+            return value, value  # read_yields reports the unreadable file
+        # acceptances need a cross-section in pb; a table in fb serves the metadata only
+        return value, value if "xsec_pb" in [str(c).strip() for c in header] else None
+    return value, None
+
+
 @main.command("make-patch")
 @click.argument("bkgonly", type=click.Path(exists=True, dir_okay=False))
 @click.argument("yields_path", metavar="YIELDS", type=click.Path(exists=True))
@@ -346,7 +369,9 @@ def _xsec_option(value: str | None) -> float | str | None:
 @click.option(
     "--xsec",
     default=None,
-    help="Native output: cross-section in pb (a number), or a CSV with label columns and xsec_pb.",
+    help="Cross-section: a number in pb, or a CSV with label columns, xsec_pb or xsec_fb and "
+    "optional uncertainties (docs/make-patch.md); stored in each patch's metadata.xsec, and "
+    "native output's acceptances are scaled by it.",
 )
 @click.option(
     "--lumi",
@@ -440,13 +465,20 @@ def make_patch(
     if output is None and per_point_dir is None:
         raise click.UsageError("give -o/--output PATCHSET.json and/or --per-point-dir DIR")
     label_list = [s.strip() for s in labels.split(",") if s.strip()] if labels else None
+    xsec_value = _xsec_option(xsec)
+    xsec_table = _xsec_table(xsec_value, yields_path, fmt)
     native: dict[str, Any] = {
         "point_pattern": point_pattern,
-        "xsec_pb": _xsec_option(xsec),
+        "xsec_pb": xsec_table[1],
         "lumi_ifb": lumi,
     }
     given = {k: v for k, v in native.items() if v is not None}
     df = read_yields(yields_path, format=fmt, labels=label_list, **given)
+    if isinstance(xsec_value, float):
+        from recast.yields import label_columns
+
+        keys = df[label_columns(df)].drop_duplicates()
+        xsec_table = (keys.assign(xsec_pb=xsec_value), xsec_table[1])
     template_path, template_point = _split_template(template)
     if hepdata is None and template_path is None:
         hepdata = _hepdata_from_cache(bkgonly)
@@ -467,6 +499,7 @@ def make_patch(
         description=description,
         validate=validate_mode,
         progress=sys.stderr.isatty(),
+        xsec=xsec_table[0],
     )
     n = len(patchset["patches"])
     if output is not None:
@@ -617,6 +650,14 @@ def _is_archive(path: str) -> bool:
 @click.option("--labels", metavar="A,B,...", help="Names of the point values (label columns).")
 @click.option("--measurement", metavar="NAME", help="Measurement to use [default: the first].")
 @click.option(
+    "--xsec",
+    "xsec_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Cross-section CSV (labels, xsec_fb or xsec_pb, optional uncertainties): adds xsec, "
+    "xsec_ul_* (with --upper-limit) and cls_obs_up/down columns [default: the patches' "
+    "metadata.xsec].",
+)
+@click.option(
     "--no-verify", is_flag=True, help="Do not check the patchset's digest against the BkgOnly."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -642,6 +683,7 @@ def scan_command(
     best_expected: bool,
     labels: str | None,
     measurement: str | None,
+    xsec_file: str | None,
     no_verify: bool,
     no_progress: bool,
 ) -> None:
@@ -724,6 +766,7 @@ def scan_command(
                     verify=not no_verify,
                     labels=label_list if patchset_arg is not None else None,
                     measurement=measurement,
+                    xsec=xsec_file,
                 )
             except ScanInterrupted as err:
                 where_rows = f" are in {err.output}" if err.output else " were not saved (no -o)"
@@ -794,12 +837,13 @@ def scan_command(
     "export",
     type=click.Path(dir_okay=False, writable=True, path_type=str),
     default=None,
-    help="Write the contour points as a HEPData-style table: .csv or .json.",
+    help="Write the contour points as a HEPData-style table: .csv or .json (with -x only: "
+    "the CLs curves and crossings, .csv).",
 )
 @click.option(
     "--method",
     type=click.Choice(["linear", "rbf"]),
-    default="linear",
+    default="rbf",
     show_default=True,
     help="Interpolation of the significance: Delaunay-linear or radial basis functions.",
 )
@@ -836,11 +880,36 @@ def scan_command(
     multiple=True,
     help="Legend text of an overlay; repeat once per --overlay, in order.",
 )
+@click.option(
+    "--smoothing",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="RBF smoothing for coarse or noisy grids (as HistFitter's harvestToContours); 0: exact.",
+)
+@click.option(
+    "--no-extend",
+    is_flag=True,
+    help="Stop the contours at the outermost points instead of the grid edge / boundary.",
+)
 @click.option("--band2", is_flag=True, help="Also draw the expected +-2 sigma band.")
 @click.option("--unit", default="GeV", show_default=True, help="Unit in the axis labels.")
-@click.option("--xlabel", default=None, help="x-axis label (default: column [unit]).")
-@click.option("--ylabel", default=None, help="y-axis label (default: column [unit]).")
+@click.option(
+    "--labels",
+    "axis_labels",
+    multiple=True,
+    metavar="COLUMN=TEXT",
+    help=r"Axis label of a column, mathtext allowed, e.g. 'm1=$m(\tilde{t}_1)$'; repeatable.",
+)
+@click.option("--xlabel", default=None, help="x-axis label; the unit is appended unless given.")
+@click.option("--ylabel", default=None, help="y-axis label; the unit is appended unless given.")
 @click.option("--title", default=None, help="Plot title.")
+@click.option("--analysis", default=None, help="Analysis name for the label block.")
+@click.option(
+    "--sqrt-s", type=float, default=None, help="sqrt(s) in TeV [default: from --overlay]."
+)
+@click.option("--lumi", type=float, default=None, help="Integrated luminosity in fb^-1.")
+@click.option("--no-label-block", is_flag=True, help="No label block (analysis, sqrt(s), CL).")
 def contour_command(
     results: str,
     x: str,
@@ -857,11 +926,18 @@ def contour_command(
     best_expected: bool,
     overlay: tuple[str, ...],
     overlay_labels: tuple[str, ...],
+    smoothing: float,
+    no_extend: bool,
     band2: bool,
     unit: str,
+    axis_labels: tuple[str, ...],
     xlabel: str | None,
     ylabel: str | None,
     title: str | None,
+    analysis: str | None,
+    sqrt_s: float | None,
+    lumi: float | None,
+    no_label_block: bool,
 ) -> None:
     """Exclusion contours and plots from scan results.
 
@@ -884,18 +960,35 @@ def contour_command(
         from recast import best_expected as pick_best
 
         table = pick_best(table)
+        if "region" in table.columns:
+            counts = table["region"].astype(str).value_counts().sort_index()
+            click.echo(
+                "best expected region per point: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
+    labels_map = {}
+    for item in axis_labels:
+        column, sep, text = item.partition("=")
+        if not sep or not column.strip():
+            raise click.UsageError(f"--labels {item!r}: write COLUMN=TEXT, e.g. 'm1=$m(t)$'")
+        labels_map[column.strip()] = text
     if y is None:
-        if export or overlay or forbidden or logy or band2:
+        if overlay or forbidden or logy or band2:
             raise click.UsageError(
-                "--export, --overlay, --forbidden, --logy and --band2 need a 2-D plane: give -y"
+                "--overlay, --forbidden, --logy and --band2 need a 2-D plane: give -y"
             )
         crossings = rc.find_crossings(table, x, level=level, where=where, logx=logx)
         if output:
             rc.plot_brazil(
                 table, x, level=level, where=where, logx=logx, unit=unit or None,
-                xlabel=xlabel, title=title, output=output,
+                xlabel=xlabel if xlabel is not None else labels_map.get(x),
+                title=title, analysis=analysis, sqrt_s=sqrt_s, lumi=lumi,
+                label_block=not no_label_block, output=output,
             )  # fmt: skip
             click.echo(f"wrote {output}")
+        if export:
+            rc.export_brazil(table, x, export, level=level, where=where, logx=logx)
+            click.echo(f"wrote {export}")
         for name, values in crossings.items():
             shown = ", ".join(f"{v:.6g}" for v in values) or "none"
             click.echo(f"{name}: CLs = {level:g} at {x} = {shown}")
@@ -903,6 +996,7 @@ def contour_command(
     contours = rc.exclusion_contour(
         table, x, y, level=level, method=method, logx=logx, logy=logy,
         forbidden=forbidden, where=where, resolution=resolution,
+        rbf_smoothing=smoothing, extend=not no_extend,
     )  # fmt: skip
     click.echo(f"{len(contours.points)} points in the {x}-{y} plane, {method} interpolation")
     for name, pieces in contours.curves.items():
@@ -915,7 +1009,9 @@ def contour_command(
         rc.plot_exclusion(
             contours, band2=band2, overlay=list(overlay) or None,
             overlay_label=list(overlay_labels) or None,
-            unit=unit or None, xlabel=xlabel, ylabel=ylabel, title=title, output=output,
+            unit=unit or None, xlabel=xlabel, ylabel=ylabel, labels=labels_map or None,
+            title=title, analysis=analysis, sqrt_s=sqrt_s, lumi=lumi,
+            label_block=not no_label_block, output=output,
         )  # fmt: skip
         click.echo(f"wrote {output}")
 

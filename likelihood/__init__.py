@@ -47,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "discovery": "likelihood.discovery",
     "DiscoveryResult": "likelihood.discovery",
     "InvalidModifierSettings": "likelihood.errors",
+    "observed_cls": "likelihood.theory",
+    "ObservedCLs": "likelihood.theory",
 }
 
 __all__ = install_exports(__name__, _EXPORTS)
@@ -67,4 +69,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from likelihood.fit import FitResult, fit
     from likelihood.model import Background, Model, compile
     from likelihood.spec import apply_patch, digest, get_measurement, read_json
+    from likelihood.theory import ObservedCLs, observed_cls
     from likelihood.validate import validate_patch, validate_patchset, validate_workspace

@@ -33,6 +33,7 @@ __all__ = [
     "VALUE_COLUMNS",
     "UPPER_LIMIT_COLUMNS",
     "SIGNIFICANCE_COLUMNS",
+    "THEORY_COLUMNS",
     "THREAD_ENV",
     "BackgroundPayload",
     "ScanSettings",
@@ -65,6 +66,8 @@ UPPER_LIMIT_COLUMNS: tuple[str, ...] = (
 )
 #: Discovery columns added by ``significance=True`` (q0, asymptotics; median expected).
 SIGNIFICANCE_COLUMNS: tuple[str, ...] = ("p0_obs", "z_obs", "p0_exp", "z_exp")
+#: Theory-band columns (observed CLs with the signal scaled by 1 +- its uncertainty).
+THEORY_COLUMNS: tuple[str, ...] = ("cls_obs_up", "cls_obs_down")
 #: Environment variables that pin BLAS / OpenMP / numba to one thread per worker.
 THREAD_ENV: dict[str, str] = {
     "OMP_NUM_THREADS": "1",
@@ -121,11 +124,17 @@ class ScanSettings(NamedTuple):
 
 
 class GridPoint(NamedTuple):
-    """One signal point: its row in the result table, its name and its JSON patch."""
+    """One signal point: its row in the result table, its name and its JSON patch.
+
+    ``theory`` is the relative cross-section uncertainty ``(delta_up, delta_down)`` of the
+    point when known: the worker then adds ``cls_obs_up`` / ``cls_obs_down``, the observed
+    CLs at ``mu * (1 + delta_up)`` and ``mu * (1 - delta_down)``.
+    """
 
     row: int
     name: str
     ops: Sequence[Mapping[str, Any]]
+    theory: tuple[float, float] | None = None
 
 
 class ChunkTask(NamedTuple):
@@ -205,6 +214,9 @@ def _empty_row(point: GridPoint, settings: ScanSettings) -> dict[str, Any]:
     if settings.significance:
         for col in SIGNIFICANCE_COLUMNS:
             row[col] = math.nan
+    if point.theory is not None:
+        for col in THEORY_COLUMNS:
+            row[col] = math.nan
     row["status"] = "error"
     row["message"] = ""
     row["seconds"] = math.nan
@@ -248,6 +260,37 @@ def _significance(
         row["message"] = _one_line(f"significance: {d.message}")
 
 
+def _theory_band(
+    model: Any, settings: ScanSettings, theory: tuple[float, float], init: Any, row: dict[str, Any]
+) -> None:
+    """``cls_obs_up`` / ``cls_obs_down``: observed CLs with the signal scaled by 1 +- delta."""
+    from likelihood.theory import observed_cls
+
+    up, down = theory
+    mus = [settings.mu * (1.0 + up), settings.mu * (1.0 - down)]
+    wanted = [i for i, d in enumerate((up, down)) if math.isfinite(d)]
+    if not wanted:
+        return
+    try:
+        res = observed_cls(
+            model,
+            [mus[i] for i in wanted],
+            test_stat=settings.test_stat,
+            expected=settings.expected,
+            init=init,
+        )
+    except Exception as err:
+        log.debug("theory band of %s failed", row["patch"], exc_info=True)
+        row["status"] = "error"
+        row["message"] = _one_line(f"theory band: {type(err).__name__}: {err}")
+        return
+    for i, value in zip(wanted, res.cls_obs, strict=True):
+        row[THEORY_COLUMNS[i]] = float(value)
+    if res.status != "ok" and row["status"] == "ok":
+        row["status"] = str(res.status)
+        row["message"] = _one_line(f"theory band: {res.message}")
+
+
 def _evaluate_point(
     bkg: Any, core: Any, point: GridPoint, settings: ScanSettings, warm: tuple[Any, Any] | None
 ) -> tuple[dict[str, Any], tuple[Any, Any] | None]:
@@ -278,6 +321,8 @@ def _evaluate_point(
             _upper_limit(core, model, settings, row)
         if settings.significance:
             _significance(core, model, settings, row, init)
+        if point.theory is not None and res.status == "ok":
+            _theory_band(model, settings, point.theory, res.pars_free, row)
     except core.NoPOIError as err:
         row["status"] = "no_signal"
         row["message"] = _one_line(

@@ -37,6 +37,8 @@ __all__ = [
     "ExampleData",
     "DemoFiles",
     "SMALL_WHERE",
+    "SQRT_S_TEV",
+    "theory_uncertainty",
     "example_dir",
     "example_data",
     "run_demo",
@@ -52,6 +54,18 @@ SMALL_WHERE = "m1 % 200 == 0 and m2 % 200 == 0"
 X, Y = "m1", "m2"
 FORBIDDEN = "m2 >= m1"
 NAME_PREFIX = "stopbC1"
+
+
+#: Relative theory uncertainty of the toy stop-pair cross-section (a toy: 7% at 300 GeV
+#: growing to 15% at 1 TeV, the size of NNLO+NNLL uncertainties); it gives the dotted
+#: +-1 sigma (theory) lines of the demo's plot.
+def theory_uncertainty(m1: float) -> float:
+    """Relative uncertainty of the toy cross-section at the produced mass ``m1`` (GeV)."""
+    return 0.07 + 0.08 * (float(m1) - 300.0) / 700.0
+
+
+#: Centre-of-mass energy (TeV) of the toy analysis, for the plot's label block.
+SQRT_S_TEV = 13.0
 # The PatchSet schema requires an INSPIRE reference; the toy analysis has none and uses the
 # all-zero id, as its official patchset does.
 TOY_HEPDATA_ID = "ins0000000"
@@ -193,7 +207,8 @@ def run_demo(
     -------
     pandas.DataFrame
         The scan results (:func:`recast.scan` columns: ``patch, m1, m2, cls_obs,
-        cls_exp_m2 ... cls_exp_p2, mu_hat, status, message, seconds``), one row per point.
+        cls_exp_m2 ... cls_exp_p2, mu_hat, status, message, seconds, xsec, xsec_unc_up,
+        xsec_unc_down, xsec_unit, cls_obs_up, cls_obs_down``), one row per point.
         ``attrs["files"]`` is a :class:`DemoFiles` with the paths written, and
         ``attrs["timings"]`` the seconds spent per step.
     """
@@ -233,9 +248,22 @@ def run_demo(
         yields = yields.query(SMALL_WHERE).reset_index(drop=True)
         yields.attrs.update(attrs)
         yields.attrs["labels"] = labels
+    # the cross-section the acceptances were scaled with (the index's xsec_pb) and its
+    # toy theory uncertainty go into every patch's metadata.xsec
+    index = pd.read_csv(data.simpleanalysis_index)
+    xsec = pd.DataFrame(
+        {
+            X: index[X],
+            Y: index[Y],
+            "xsec_pb": index["xsec_pb"],
+            "xsec_unc_rel": [theory_uncertainty(m) for m in index[X]],
+        }
+    )
+    lumi = float(index["lumi_ifb"].iloc[0])
     patchset = make_patchset(
         lik.bkgonly,
         yields,
+        xsec=xsec,
         mapping=data.mapping,
         hepdata=TOY_HEPDATA_ID,
         name_prefix=NAME_PREFIX,
@@ -265,7 +293,10 @@ def run_demo(
     timings["scan"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    step("4/4 contour    observed and expected exclusion with the +-1 sigma band")
+    step(
+        "4/4 contour    observed exclusion with its +-1 sigma (theory) lines, expected with "
+        "its +-1 sigma band"
+    )
     contours = exclusion_contour(results, X, Y, forbidden=FORBIDDEN)
     contours_path = export_contours(contours, out / "exclusion_contours.csv")
     plot_path = out / "exclusion.png"
@@ -276,8 +307,10 @@ def run_demo(
             r"recastkit demo: toy 1-lepton search, new model "
             r"$\tilde{t}_1 \to b\,\tilde{\chi}^{\pm}_1 \to b\,W\,\tilde{\chi}^0_1$"
         ),
-        xlabel=r"$m(\tilde{t}_1)$ [GeV]",
-        ylabel=r"$m(\tilde{\chi}^0_1)$ [GeV]",
+        labels={X: r"$m(\tilde{t}_1)$", Y: r"$m(\tilde{\chi}^0_1)$"},
+        analysis="toy 1-lepton stop search",
+        sqrt_s=SQRT_S_TEV,
+        lumi=lumi,
         output=plot_path,
     )
     timings["contour"] = time.perf_counter() - t0

@@ -632,6 +632,7 @@ def make_patchset(
     description: str | None = None,
     validate: str = "fast",
     progress: bool = False,
+    xsec: pd.DataFrame | str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Build a PatchSet that adds the signal of every grid point to a background-only workspace.
 
@@ -676,6 +677,12 @@ def make_patchset(
         (schema + semantics; about 0.05 s per point on 1Lbb); ``none``: nothing.
     progress : bool
         Show a tqdm progress bar over the points.
+    xsec : pandas.DataFrame or path-like, optional
+        Cross-section table (label columns, ``xsec_fb`` or ``xsec_pb``, optional
+        uncertainties; see :mod:`recast.xsec`): every patch gets
+        ``metadata.xsec = {"value", "unit", "uncertainty_up", "uncertainty_down"}``,
+        which :func:`recast.scan` turns into cross-section limits and the theory band.
+        Every point needs a row.
 
     Returns
     -------
@@ -698,6 +705,11 @@ def make_patchset(
         df = read_yields(yields, labels=labels)
     ysource = str(df.attrs.get("source", "yields"))
     labels = label_columns(df)
+    xsec_rows = None
+    if xsec is not None:
+        from recast.xsec import lookup, read_xsec
+
+        xsec_rows = lookup(read_xsec(xsec, labels), labels)
     if validate not in VALIDATE_MODES:
         raise RecastError(f"validate={validate!r}: choose one of {', '.join(VALIDATE_MODES)}")
     if mcstat not in MCSTAT_MODES:
@@ -901,7 +913,10 @@ def make_patchset(
         removes = sorted({ws.channels[c].position for c in to_remove} | tremoves, reverse=True)
         ops.extend(extra_ops)
         ops.extend({"op": "remove", "path": f"/channels/{i}"} for i in removes)
-        patches.append({"metadata": {"name": name, "values": list(values)}, "patch": ops})
+        meta: dict[str, Any] = {"name": name, "values": list(values)}
+        if xsec_rows is not None:
+            meta["xsec"] = _xsec_of_point(xsec_rows, xsec, point, values)
+        patches.append({"metadata": meta, "patch": ops})
 
     if hepdata is None:
         raise RecastError(
@@ -927,6 +942,21 @@ def make_patchset(
     _validate(patchset, bkg, bkg_source, mode=validate, progress=progress)
     log.info("made %d patches (%s) for %d channels", len(patches), mode, len(signal_channels))
     return patchset
+
+
+def _xsec_of_point(
+    rows: Mapping[tuple[Any, ...], Mapping[str, Any]],
+    source: Any,
+    point: Mapping[str, Any],
+    values: Sequence[Any],
+) -> dict[str, Any]:
+    from recast.xsec import point_key, xsec_metadata
+
+    row = rows.get(point_key(values))
+    if row is None:
+        where = source if isinstance(source, (str, os.PathLike)) else "the cross-section table"
+        raise YieldsError(f"{where}: no cross-section for point {dict(point)}; add a row")
+    return xsec_metadata(row)
 
 
 def _format_sample_name(fmt: str, fields: Mapping[str, Any]) -> str:

@@ -33,6 +33,7 @@ from recast._results import ResultFile, result_format, write_table
 from recast._scan_worker import (
     CLS_COLUMNS,
     SIGNIFICANCE_COLUMNS,
+    THEORY_COLUMNS,
     THREAD_ENV,
     UPPER_LIMIT_COLUMNS,
     VALUE_COLUMNS,
@@ -495,8 +496,15 @@ class _Runner:
 
 
 def _result_columns(
-    multi: bool, labels: Sequence[str], upper_limit: bool, significance: bool = False
+    multi: bool,
+    labels: Sequence[str],
+    upper_limit: bool,
+    significance: bool = False,
+    xsec: tuple[bool, bool] = (False, False),
 ) -> list[str]:
+    from recast.xsec import XSEC_COLUMNS, XSEC_LIMIT_COLUMNS
+
+    has_xsec, has_theory = xsec
     return [
         *(["region"] if multi else []),
         "patch",
@@ -504,7 +512,54 @@ def _result_columns(
         *VALUE_COLUMNS,
         *(UPPER_LIMIT_COLUMNS if upper_limit else ()),
         *(SIGNIFICANCE_COLUMNS if significance else ()),
+        *(XSEC_COLUMNS if has_xsec else ()),
+        *(XSEC_LIMIT_COLUMNS if has_xsec and upper_limit else ()),
+        *(THEORY_COLUMNS if has_theory else ()),
     ]
+
+
+def _attach_xsec(
+    table: pd.DataFrame, grids: Sequence[_Grid], labels: Sequence[str], xsec: Any
+) -> tuple[bool, bool]:
+    """Add the cross-section columns to the point table; (any xsec, any uncertainty)."""
+    from recast.xsec import XSEC_COLUMNS, lookup, point_key, read_xsec, xsec_from_patchset
+
+    found: list[dict[str, Any] | None] = []
+    if xsec is not None:
+        rows = lookup(read_xsec(xsec, labels), labels)
+        for rec in table[list(labels)].to_dict("records"):
+            found.append(rows.get(point_key([rec[lab] for lab in labels])))
+        missing = sum(r is None for r in found)
+        if missing:
+            log.warning("the cross-section table gives no value for %d point(s)", missing)
+    else:
+        per_grid = []
+        for g in grids:
+            frame = xsec_from_patchset(g.patchset, source=g.source)
+            per_grid.append({r["patch"]: r for r in frame.to_dict("records")})
+        for gi, name in zip(table["_grid"], table["patch"], strict=True):
+            found.append(per_grid[gi].get(name))
+    if all(r is None for r in found):
+        return False, False
+    units = {r["xsec_unit"] for r in found if r is not None}
+    if len(units) > 1:
+        raise ScanError(f"the cross-sections are given in several units {sorted(units)}")
+    for col in XSEC_COLUMNS:
+        default = "" if col == "xsec_unit" else math.nan
+        table[col] = [default if r is None else r[col] for r in found]
+    theory = table[["xsec_unc_up", "xsec_unc_down"]].notna().any(axis=None)
+    return True, bool(theory)
+
+
+def _theory(table: pd.DataFrame, i: int) -> tuple[float, float] | None:
+    """Relative cross-section uncertainty (up, down) of point ``i``, or None."""
+    if "xsec_unc_up" not in table.columns:
+        return None
+    value = float(table.at[i, "xsec"])
+    up, down = float(table.at[i, "xsec_unc_up"]), float(table.at[i, "xsec_unc_down"])
+    if not (math.isfinite(up) or math.isfinite(down)):
+        return None
+    return up / value, down / value
 
 
 def _float_or_nan(value: Any) -> float:
@@ -546,7 +601,14 @@ def _previous_rows(
         if not isinstance(status, str) or status not in STATUSES or status == "error":
             continue
         row: dict[str, Any] = {}
-        for col in (*CLS_COLUMNS, "mu_hat", "seconds", *UPPER_LIMIT_COLUMNS, *SIGNIFICANCE_COLUMNS):
+        for col in (
+            *CLS_COLUMNS,
+            "mu_hat",
+            "seconds",
+            *UPPER_LIMIT_COLUMNS,
+            *SIGNIFICANCE_COLUMNS,
+            *THEORY_COLUMNS,
+        ):
             if col in rec:
                 row[col] = _float_or_nan(rec[col])
         message = rec.get("message")
@@ -567,12 +629,26 @@ def _record(
 ) -> dict[str, Any]:
     rec = {c: table.at[i, c] for c in columns if c in table.columns}
     rec.update({c: values.get(c, math.nan) for c in columns if c not in table.columns})
+    if "xsec_ul_obs" in rec:
+        # mu multiplies the whole signal: the cross-section limit is mu_ul times the
+        # cross-section the patch was made with, in the unit of the user's table
+        for col in ("obs", "exp_m2", "exp_m1", "exp", "exp_p1", "exp_p2"):
+            rec[f"xsec_ul_{col}"] = _float_or_nan(rec[f"mu_ul_{col}"]) * _float_or_nan(rec["xsec"])
     return rec
 
 
 def _frame(records: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    from recast.xsec import XSEC_COLUMNS, XSEC_LIMIT_COLUMNS
+
     df = pd.DataFrame.from_records(records, columns=list(columns))
-    for col in (*CLS_COLUMNS, "mu_hat", "seconds", *UPPER_LIMIT_COLUMNS, *SIGNIFICANCE_COLUMNS):
+    numeric = (
+        *UPPER_LIMIT_COLUMNS,
+        *SIGNIFICANCE_COLUMNS,
+        *XSEC_COLUMNS[:3],
+        *XSEC_LIMIT_COLUMNS,
+        *THEORY_COLUMNS,
+    )
+    for col in (*CLS_COLUMNS, "mu_hat", "seconds", *numeric):
         if col in df.columns:
             df[col] = df[col].astype("float64")
     for col in ("status", "message"):
@@ -622,6 +698,7 @@ def scan(
     measurement: str | None = None,
     modifier_settings: Mapping[str, Any] | None = None,
     significance: bool = False,
+    xsec: pd.DataFrame | str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Asymptotic CLs at ``mu`` for every point of a signal grid.
 
@@ -680,6 +757,15 @@ def scan(
         Also the discovery p-value and significance (:func:`likelihood.discovery`, q0,
         asymptotics): columns ``p0_obs, z_obs, p0_exp, z_exp`` (observed, and the median
         expected for the signal at mu = 1).
+    xsec : pandas.DataFrame or path-like, optional
+        Signal cross-section per point (a table as described in :mod:`recast.xsec`, keyed
+        by the label columns).  Default: the ``metadata.xsec`` that make-patch stores in
+        each patch, when present.  Adds the columns ``xsec, xsec_unc_up, xsec_unc_down,
+        xsec_unit`` (absolute, in the table's unit), with ``upper_limit`` the cross-section
+        limits ``xsec_ul_obs, xsec_ul_exp_m2 ... xsec_ul_exp_p2`` (= ``mu_ul * xsec``), and
+        with an uncertainty the theory band ``cls_obs_up, cls_obs_down``: the observed CLs
+        with the signal scaled by ``1 + delta_up`` and ``1 - delta_down``
+        (:func:`likelihood.observed_cls`).
 
     Returns
     -------
@@ -724,6 +810,7 @@ def scan(
         modifier_settings=modifier_settings,
         significance=significance,
         core=None,
+        xsec=xsec,
     )
 
 
@@ -779,6 +866,7 @@ def _scan(
     core: Any,
     significance: bool = False,
     on_rows: Callable[[int], None] | None = None,
+    xsec: Any = None,
 ) -> pd.DataFrame:
     """:func:`scan` with the statistics core as a parameter (tests pass a stand-in)."""
     started = time.perf_counter()
@@ -794,7 +882,8 @@ def _scan(
         raise ScanError(
             f"no point selected (points={points!r}, where={where!r}) out of {len(table)}"
         )
-    columns = _result_columns(multi, label_names, upper_limit, significance)
+    has_xsec = _attach_xsec(table, grids, label_names, xsec)
+    columns = _result_columns(multi, label_names, upper_limit, significance, has_xsec)
     settings = ScanSettings(
         float(mu),
         test_stat,
@@ -842,6 +931,7 @@ def _scan(
                     i,
                     patches[table.at[i, "_patch"]]["metadata"]["name"],
                     patches[table.at[i, "_patch"]]["patch"],
+                    _theory(table, i),
                 )
                 for i in chunk
             )
@@ -973,7 +1063,24 @@ def write_results(results: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 # best expected region
 
 
-_NON_LABEL = {"region", "patch", *VALUE_COLUMNS, *UPPER_LIMIT_COLUMNS, *SIGNIFICANCE_COLUMNS}
+_NON_LABEL = {
+    "region",
+    "patch",
+    *VALUE_COLUMNS,
+    *UPPER_LIMIT_COLUMNS,
+    *SIGNIFICANCE_COLUMNS,
+    *THEORY_COLUMNS,
+    "xsec",
+    "xsec_unc_up",
+    "xsec_unc_down",
+    "xsec_unit",
+    "xsec_ul_obs",
+    "xsec_ul_exp_m2",
+    "xsec_ul_exp_m1",
+    "xsec_ul_exp",
+    "xsec_ul_exp_p1",
+    "xsec_ul_exp_p2",
+}
 
 
 def best_expected(results: pd.DataFrame) -> pd.DataFrame:

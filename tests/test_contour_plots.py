@@ -99,7 +99,7 @@ def test_exclusion_plot_artists(tmp_path, monkeypatch):
     labels = [t.get_text() for t in art["legend"].get_texts()]
     assert labels[:2] == [
         "Observed limit (95% CL)",
-        r"Expected limit ($\pm 1\sigma$, $\pm 2\sigma$)",
+        r"Expected limit ($\pm 1\sigma_{\mathrm{exp}}$, $\pm 2\sigma_{\mathrm{exp}}$)",
     ]
     assert "kinematically forbidden" in labels
     assert plot.ax.get_xlabel() == "m1 [GeV]" and plot.ax.get_ylabel() == "m2 [GeV]"
@@ -122,7 +122,7 @@ def test_exclusion_plot_into_given_axes_with_overlay(tmp_path, shared_hepdata):
     assert line.get_linestyle() == ":"
     labels = [t.get_text() for t in plot.artists["legend"].get_texts()]
     assert "M60_Obs (published)" in labels
-    assert ax.get_xlabel() == "m(X)" and ax.get_ylabel() == "m2 [TeV]"
+    assert ax.get_xlabel() == "m(X) [TeV]" and ax.get_ylabel() == "m2 [TeV]"  # unit kept
 
 
 def test_exclusion_plot_errors(tmp_path):
@@ -243,7 +243,7 @@ def test_cli_contour_errors_are_one_line(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     result = runner.invoke(main, ["contour", str(results), "-x", "m1"])  # no slice chosen
     assert result.exit_code == 1 and "appears in" in result.output
-    result = runner.invoke(main, ["contour", str(results), "-x", "m1", "--export", "c.csv"])
+    result = runner.invoke(main, ["contour", str(results), "-x", "m1", "--band2"])
     assert result.exit_code == 2 and "need a 2-D plane" in result.output
     (tmp_path / "r.txt").write_text("x")
     result = runner.invoke(main, ["contour", str(tmp_path / "r.txt"), "-x", "m1"])

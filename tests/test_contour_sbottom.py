@@ -82,7 +82,8 @@ def published(shared_hepdata: Path) -> np.ndarray:
     return table.data.to_numpy(float)
 
 
-@pytest.mark.parametrize(("method", "bound"), [("linear", 0.01)])
+# measured 0.0053 (linear, the former default) and 0.0049 (rbf, the default)
+@pytest.mark.parametrize(("method", "bound"), [("linear", 0.0055), (None, 0.0051)])
 def test_pyhf_reference_contour_matches_the_published_one(
     shared_hepdata: Path, published: np.ndarray, method: str, bound: float
 ) -> None:
@@ -90,8 +91,9 @@ def test_pyhf_reference_contour_matches_the_published_one(
     best = _best_expected(results)
     plane = best[best["m_N1"] == 60.0]
     assert len(plane) > 120
+    options = {} if method is None else {"method": method}
     contours = exclusion_contour(
-        best, "m_sbottom", "m_N2", where="m_N1 == 60", forbidden="m_N2 >= m_sbottom", method=method
+        best, "m_sbottom", "m_N2", where="m_N1 == 60", forbidden="m_N2 >= m_sbottom", **options
     )
     assert len(contours.points) == len(plane)
     assert contours.x_range == (300.0, 1600.0) and contours.y_range == (205.0, 1595.0)
@@ -111,7 +113,11 @@ def test_pyhf_reference_contour_matches_the_published_one(
     backward = contour_distance(
         interior, observed, x_range=contours.x_range, y_range=contours.y_range
     )
-    assert backward.mean < 1.5 * bound, backward
+    assert backward.mean < 1.7 * bound, backward
+    # the contour closes onto the kinematic limit, as the published one does
+    gap = observed[:, 0] - observed[:, 1]  # distance from the diagonal m_N2 = m_sbottom
+    assert gap.min() < 0.01 * (contours.y_range[1] - contours.y_range[0])
+    assert observed[:, 1].min() == contours.y_range[0]  # and onto the grid edge
     # the exclusion reaches past 1400 GeV in m_sbottom, as in the paper (about 1.5 TeV)
     assert 1440.0 < observed[:, 0].max() < 1550.0
     # expected band ordering: -1 sigma excludes at least as far as the median, +1 sigma less
