@@ -24,13 +24,14 @@ import numpy as np
 from scipy.optimize import minimize
 
 from likelihood import _kernels
-from likelihood.model import Model, as_f8, lgamma1, poisson_saturated
+from likelihood.model import Model, as_f8, as_i8
 
 __all__ = ["fit", "FitResult", "EDM_TOLERANCE"]
 
 log = logging.getLogger(__name__)
 
-#: convergence: expected distance to minimum, in units of twice-NLL
+#: the one convergence tolerance of every fit (Newton kernel and fit.py alike): expected
+#: distance to the minimum ``g^T H^-1 g / 2`` (Gauss-Newton H), in units of twice-NLL
 EDM_TOLERANCE = 1e-9
 #: trust region of the Newton steps, in constraint widths
 MAX_STEP = 1.0
@@ -63,6 +64,19 @@ class FitResult(NamedTuple):
     n_iter: int
 
 
+class Box(NamedTuple):
+    """Scaled free coordinates of a fit: ``theta[free] = x * w``, the rest from ``base``.
+
+    The ``box`` argument of the fit kernels (:func:`likelihood._kernels.newton_minimize`).
+    """
+
+    free: np.ndarray  # (nf,) int64 indices of the free parameters
+    w: np.ndarray  # (nf,) their constraint widths
+    base: np.ndarray  # (n_pars,) values of the fixed parameters (free ones overwritten)
+    lo: np.ndarray  # (nf,) scaled lower bounds
+    hi: np.ndarray  # (nf,) scaled upper bounds
+
+
 class _Problem:
     """A fit problem in scaled coordinates x = theta / width over the free parameters."""
 
@@ -76,78 +90,36 @@ class _Problem:
     ) -> None:
         self.model = model
         self.cm = model.compiled
-        self.data = data
-        self.data_lg = lgamma1(data)
-        self.auxdata = auxdata
-        self.aux_lg = lgamma1(auxdata)
-        self.aux_sat = poisson_saturated(auxdata)
-        self.free = np.flatnonzero(~fixed)
-        self.w = model.widths[self.free].copy()
-        self.base = start.copy()
-        self.lo = model.bounds[self.free, 0] / self.w
-        self.hi = model.bounds[self.free, 1] / self.w
+        self.kd = model.kernel_data(data, auxdata, stable=True)
+        free = as_i8(np.flatnonzero(~fixed))
+        w = as_f8(model.widths[free])
+        self.box = Box(
+            free,
+            w,
+            as_f8(start),
+            as_f8(model.bounds[free, 0] / w),
+            as_f8(model.bounds[free, 1] / w),
+        )
+        self.free = free
         self.n_eval = 0
 
     def theta(self, x: np.ndarray) -> np.ndarray:
-        t = self.base.copy()
-        t[self.free] = x * self.w
+        t = self.box.base.copy()
+        t[self.free] = x * self.box.w
         return t
 
     def x_of(self, theta: np.ndarray) -> np.ndarray:
-        return np.clip(theta[self.free] / self.w, self.lo, self.hi)
+        return as_f8(np.clip(theta[self.free] / self.box.w, self.box.lo, self.box.hi))
 
     def value_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         self.n_eval += 1
-        v, g = _kernels.twice_nll_grad(
-            self.theta(x),
-            self.data,
-            self.data_lg,
-            self.auxdata,
-            self.aux_lg,
-            self.aux_sat,
-            True,
-            *self.cm,
-        )
-        return float(v), g[self.free] * self.w
-
-    def value_grad_hess(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        self.n_eval += 1
-        v, g, h = _kernels.twice_nll_grad_gn(
-            self.theta(x),
-            self.data,
-            self.data_lg,
-            self.auxdata,
-            self.aux_lg,
-            self.aux_sat,
-            True,
-            *self.cm,
-        )
-        f = self.free
-        hs = h[np.ix_(f, f)] * np.outer(self.w, self.w)
-        return float(v), g[f] * self.w, hs
-
-    def projected_gradient(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
-        pg = g.copy()
-        at_lo = (x <= self.lo + 1e-12 * np.maximum(1.0, np.abs(self.lo))) & (g > 0)
-        at_hi = (x >= self.hi - 1e-12 * np.maximum(1.0, np.abs(self.hi))) & (g < 0)
-        pg[at_lo | at_hi] = 0.0
-        return pg
+        v, g = _kernels.scaled_value_grad(as_f8(x), self.box, self.cm, self.kd)
+        return float(v), g
 
     def edm(self, x: np.ndarray) -> tuple[float, float, float]:
-        """(value, max |projected gradient|, edm on the inactive set)."""
-        v, g, h = self.value_grad_hess(x)
-        pg = self.projected_gradient(x, g)
-        inactive = pg != 0.0
-        if not np.all(np.isfinite(g)) or not math.isfinite(v):
-            return v, math.inf, math.inf
-        if not inactive.any():
-            return v, 0.0, 0.0
-        hi = np.ascontiguousarray(h[np.ix_(inactive, inactive)])
-        gi = np.ascontiguousarray(pg[inactive])
-        # numba Cholesky: no multi-threaded BLAS on small matrices
-        ok, step = _kernels._cholesky_solve(hi, gi)
-        edm = 0.5 * float(np.dot(gi, step)) if ok else math.inf
-        return v, float(np.max(np.abs(pg))), abs(edm)
+        """(value, max |projected gradient|, edm): the convergence test of every fit."""
+        v, pg, edm = _kernels.convergence(as_f8(x), self.box, self.cm, self.kd)
+        return float(v), float(pg), float(edm)
 
 
 def _lbfgsb(prob: _Problem, x0: np.ndarray) -> tuple[np.ndarray, int, str]:
@@ -156,10 +128,10 @@ def _lbfgsb(prob: _Problem, x0: np.ndarray) -> tuple[np.ndarray, int, str]:
         x0,
         jac=True,
         method="L-BFGS-B",
-        bounds=list(zip(prob.lo, prob.hi, strict=True)),
+        bounds=list(zip(prob.box.lo, prob.box.hi, strict=True)),
         options={"maxiter": 20000, "maxfun": 50000, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 30},
     )
-    return np.clip(res.x, prob.lo, prob.hi), int(res.nit), str(res.message)
+    return as_f8(np.clip(res.x, prob.box.lo, prob.box.hi)), int(res.nit), str(res.message)
 
 
 _NEWTON_CODES = {
@@ -173,23 +145,8 @@ _NEWTON_CODES = {
 
 def _newton(prob: _Problem, x0: np.ndarray, max_iter: int = 300) -> tuple[np.ndarray, int, str]:
     """Structured quasi-Newton in numba (:func:`likelihood._kernels.newton_minimize`)."""
-    x, _v, it, code, edm = _kernels.newton_minimize(
-        as_f8(x0),
-        prob.free.astype(np.int64),
-        as_f8(prob.w),
-        as_f8(prob.base),
-        as_f8(prob.lo),
-        as_f8(prob.hi),
-        max_iter,
-        EDM_TOLERANCE * 0.1,
-        MAX_STEP,
-        prob.data,
-        prob.data_lg,
-        prob.auxdata,
-        prob.aux_lg,
-        prob.aux_sat,
-        True,
-        *prob.cm,
+    x, _v, it, code, _edm = _kernels.newton_minimize(
+        as_f8(x0), prob.box, prob.cm, prob.kd, max_iter, EDM_TOLERANCE, MAX_STEP
     )
     return x, int(it), _NEWTON_CODES.get(int(code), f"code {code}")
 

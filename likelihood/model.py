@@ -40,6 +40,7 @@ __all__ = [
     "Model",
     "Background",
     "CompiledModel",
+    "KernelData",
     "as_f8",
     "as_i8",
     "lgamma1",
@@ -109,7 +110,7 @@ def as_i8(x: Any) -> np.ndarray:
 
 
 class CompiledModel(NamedTuple):
-    """Flat arrays of a compiled model, in the argument order of the kernels.
+    """Flat arrays of a compiled model: the ``cm`` argument of every kernel (read by name).
 
     Shapes: ``C`` cells (sample x bin), ``B`` main bins, ``R`` rows (sample in a channel),
     ``E_rf`` row-factor entries, ``E_cf`` cell-factor entries, ``E_hs`` histosys entries,
@@ -137,6 +138,21 @@ class CompiledModel(NamedTuple):
     aux_par: np.ndarray  # (K,) parameter constrained by each auxiliary datum
     aux_kind: np.ndarray  # (K,) 0 Gaussian, 1 Poisson
     aux_scale: np.ndarray  # (K,) Gaussian sigma, or Poisson factor tau
+
+
+class KernelData(NamedTuple):
+    """The data side of a kernel call: what the likelihood is evaluated on.
+
+    Built by :meth:`Model.kernel_data`; the Poisson constants are computed once here, not
+    in every kernel call.  ``B`` main bins, ``K`` auxiliary data.
+    """
+
+    data: np.ndarray  # (B,) main-bin counts
+    data_lg: np.ndarray  # (B,) lgamma(data + 1)
+    auxdata: np.ndarray  # (K,)
+    aux_lg: np.ndarray  # (K,) lgamma(auxdata + 1)
+    aux_sat: np.ndarray  # (K,) -2 log Poisson(a | a), see poisson_saturated
+    stable: bool  # Poisson constraints as deviance + saturated constant
 
 
 # ---------------------------------------------------------------------------------------
@@ -865,8 +881,18 @@ class Model:
             raise ValueError(f"expected {self.n_pars} parameters, got shape {p.shape}")
         return p
 
-    def _data(self, data: Any, auxdata: Any) -> tuple[np.ndarray, ...]:
-        """Kernel inputs: data, lgamma(data + 1), auxdata, lgamma(aux + 1), saturated(aux)."""
+    def kernel_data(
+        self, data: Any = None, auxdata: Any = None, *, stable: bool = False
+    ) -> KernelData:
+        """The :class:`KernelData` of ``data`` / ``auxdata`` (default: the observed ones).
+
+        Parameters
+        ----------
+        data : array_like (n_main_bins,), optional
+        auxdata : array_like (n_aux,), optional
+        stable : bool
+            See :meth:`twice_nll`.
+        """
         if data is None:
             d, dlg = self._data_k, self._data_lg
         else:
@@ -881,20 +907,19 @@ class Model:
             if a.shape != self.auxdata.shape:
                 raise ValueError(f"expected auxdata of shape {self.auxdata.shape}, got {a.shape}")
             alg, asat = lgamma1(a), poisson_saturated(a)
-        return d, dlg, a, alg, asat
+        return KernelData(d, dlg, a, alg, asat, bool(stable))
 
     def expected_actualdata(self, pars: Any) -> np.ndarray:
         """Expected main-bin counts, shape (n_main_bins,), channels in ``channels`` order."""
         from likelihood import _kernels
 
-        return _kernels.rates(self._pars(pars), *self.compiled)
+        return _kernels.rates(self._pars(pars), self.compiled)
 
     def expected_auxdata(self, pars: Any) -> np.ndarray:
         """Expected auxiliary data, shape (n_aux,): the Asimov auxdata of ``pars``."""
         from likelihood import _kernels
 
-        cm = self.compiled
-        return _kernels.expected_auxdata(self._pars(pars), cm.aux_par, cm.aux_kind, cm.aux_scale)
+        return _kernels.expected_auxdata(self._pars(pars), self.compiled)
 
     def twice_nll(
         self, pars: Any, data: Any = None, auxdata: Any = None, *, stable: bool = False
@@ -916,10 +941,8 @@ class Model:
         """
         from likelihood import _kernels
 
-        d, dlg, a, alg, asat = self._data(data, auxdata)
-        return float(
-            _kernels.twice_nll(self._pars(pars), d, dlg, a, alg, asat, bool(stable), *self.compiled)
-        )
+        kd = self.kernel_data(data, auxdata, stable=stable)
+        return float(_kernels.twice_nll(self._pars(pars), self.compiled, kd))
 
     def twice_nll_and_grad(
         self, pars: Any, data: Any = None, auxdata: Any = None, *, stable: bool = False
@@ -927,10 +950,8 @@ class Model:
         """``-2 log L`` and its analytic gradient, shape (n_pars,) (``stable`` as twice_nll)."""
         from likelihood import _kernels
 
-        d, dlg, a, alg, asat = self._data(data, auxdata)
-        v, g = _kernels.twice_nll_grad(
-            self._pars(pars), d, dlg, a, alg, asat, bool(stable), *self.compiled
-        )
+        kd = self.kernel_data(data, auxdata, stable=stable)
+        v, g = _kernels.twice_nll_grad(self._pars(pars), self.compiled, kd)
         return float(v), g
 
 
