@@ -28,8 +28,9 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr
 
+from likelihood import _minima
 from likelihood.errors import LikelihoodError, NoPOIError
-from likelihood.fit import FitResult, fit
+from likelihood.fit import FitResult
 from likelihood.model import Model
 
 __all__ = ["hypotest", "upper_limit", "CLsResult", "UpperLimitResult", "asimov_data"]
@@ -122,24 +123,17 @@ class _Stats(NamedTuple):
     message: str
 
 
-def _best_fit(model: Model, starts: list[np.ndarray], **kwargs: Any) -> FitResult:
-    """Fit from several starting points, keep the lowest converged minimum.
+class _Fits(NamedTuple):
+    """Every fit of an asymptotic test at one mu, and the Asimov data they define."""
 
-    The HistFactory likelihood is not convex (polynomial interpolation, products of
-    factors): a fit can converge to a local minimum.  pyhf starts every fit at the
-    model's initial values; we start there too, and also at the warm start, and keep the
-    lower minimum.
-    """
-    results: list[FitResult] = []
-    for k, st in enumerate(starts):
-        if any(np.array_equal(st, s2) for s2 in starts[:k]):
-            continue
-        results.append(fit(model, init=st, **kwargs))
-    ok = [r for r in results if r.success]
-    if ok:
-        return min(ok, key=lambda r: r.twice_nll)
-    best = min(results, key=lambda r: r.twice_nll if math.isfinite(r.twice_nll) else math.inf)
-    return best
+    free: FitResult  # free fit to the observed data
+    cond: FitResult  # mu fixed, observed data
+    bkg: FitResult | None  # mu = 0, observed data (None with expected="apriori")
+    cond_a: FitResult  # mu fixed, Asimov data
+    pars_a: np.ndarray  # parameters generating the Asimov data (its free-fit minimum)
+    data_a: np.ndarray
+    aux_a: np.ndarray
+    nll_a_free: float  # twice-NLL of the free fit to the Asimov data (at pars_a)
 
 
 def _with_poi(pars: np.ndarray, poi: int, mu: float) -> np.ndarray:
@@ -148,59 +142,83 @@ def _with_poi(pars: np.ndarray, poi: int, mu: float) -> np.ndarray:
     return out
 
 
-def _test_stats(model: Model, mu: float, init: Any, expected: str) -> _Stats:
+def _warm(model: Model, init: Any) -> list[np.ndarray]:
+    if init is None:
+        return []
+    warm = np.asarray(init, dtype=np.float64)
+    if warm.shape == model.init.shape and np.all(np.isfinite(warm)):
+        return [np.clip(warm, model.bounds[:, 0], model.bounds[:, 1])]
+    # e.g. the best fit of a neighbouring point whose patch has other parameters
+    log.debug(
+        "hypotest: ignoring init of shape %s (model has %d parameters)", warm.shape, model.n_pars
+    )
+    return []
+
+
+def _lower_start(model: Model, res: FitResult, candidate: np.ndarray, **kwargs: Any) -> FitResult:
+    """Cross-fit comparison: refit from ``candidate`` (another fit's minimum with the POI
+    moved) when the twice-NLL there is already below ``res``'s minimum."""
+    d, a = kwargs.get("data"), kwargs.get("auxdata")
+    if model.twice_nll(candidate, d, a, stable=True) < _minima.key(res) - _minima.AGREE:
+        better = _minima.global_fit(model, [candidate], **kwargs)
+        if _minima.key(better) < _minima.key(res):
+            return better
+    return res
+
+
+def _fits(model: Model, mu: float, init: Any, expected: str) -> _Fits:
+    """The fits of the test at ``mu``, with the start policy of :mod:`likelihood._minima`."""
     poi = model.poi_index
     assert poi is not None
-    msgs: list[str] = []
     nominal = model.init.copy()
-    starts = [nominal]
-    if init is not None:
-        warm = np.asarray(init, dtype=np.float64)
-        if warm.shape == nominal.shape and np.all(np.isfinite(warm)):
-            starts.append(np.clip(warm, model.bounds[:, 0], model.bounds[:, 1]))
-        else:
-            # e.g. the best fit of a neighbouring point whose patch has other parameters
-            log.debug(
-                "hypotest: ignoring init of shape %s (model has %d parameters)",
-                warm.shape,
-                model.n_pars,
-            )
-    free = _best_fit(model, starts)
-    if not free.success:
-        msgs.append(f"free fit: {free.message}")
-    mu_hat = float(free.pars[poi])
-    cond = _best_fit(
-        model, [_with_poi(nominal, poi, mu), _with_poi(free.pars, poi, mu)], fixed_poi=mu
-    )
-    if not cond.success:
-        msgs.append(f"fit at mu={mu:g}: {cond.message}")
-    q = max(cond.twice_nll - free.twice_nll, 0.0)
-    if mu_hat > mu:
-        q = 0.0
-    # Asimov data for mu = 0
+    gfit = _minima.global_fit
+    free = gfit(model, [nominal, *_warm(model, init)])
+    cond = gfit(model, [_with_poi(free.pars, poi, mu), _with_poi(nominal, poi, mu)], fixed_poi=mu)
+    bkg = None
     if expected == "aposteriori":
-        bkg = _best_fit(
-            model, [_with_poi(nominal, poi, 0.0), _with_poi(free.pars, poi, 0.0)], fixed_poi=0.0
+        bkg = gfit(
+            model, [_with_poi(free.pars, poi, 0.0), _with_poi(nominal, poi, 0.0)], fixed_poi=0.0
         )
-        if not bkg.success:
-            msgs.append(f"fit at mu=0: {bkg.message}")
-        pars_a = bkg.pars
-    else:
-        pars_a = _with_poi(nominal, poi, 0.0)
+        # fits that share parameters: each conditional fit from the other's minimum
+        cond = _lower_start(model, cond, _with_poi(bkg.pars, poi, mu), fixed_poi=mu)
+        bkg = _lower_start(model, bkg, _with_poi(cond.pars, poi, 0.0), fixed_poi=0.0)
+    # the free fit is never above a conditional fit of the same data
+    for other in (cond, bkg):
+        if other is not None and _minima.key(other) < _minima.key(free) - _minima.AGREE:
+            free = _minima.global_fit(model, [other.pars, free.pars])
+    pars_a = bkg.pars if bkg is not None else _with_poi(nominal, poi, 0.0)
     data_a, aux_a = asimov_data(model, pars_a)
     nll_a_free = model.twice_nll(pars_a, data_a, aux_a, stable=True)
-    cond_a = _best_fit(
+    # the mu fit to the observed data shares the parameters that absorb the signal: a
+    # start in its basin (several double-well parameters flipped at once, sbottom)
+    cond_a = gfit(
         model,
-        [_with_poi(nominal, poi, mu), _with_poi(pars_a, poi, mu)],
+        [_with_poi(pars_a, poi, mu), _with_poi(nominal, poi, mu), cond.pars],
         data=data_a,
         auxdata=aux_a,
         fixed_poi=mu,
     )
-    if not cond_a.success:
-        msgs.append(f"Asimov fit at mu={mu:g}: {cond_a.message}")
-    qa = max(cond_a.twice_nll - nll_a_free, 0.0)
+    return _Fits(free, cond, bkg, cond_a, pars_a, data_a, aux_a, nll_a_free)
+
+
+def _test_stats(model: Model, mu: float, init: Any, expected: str) -> _Stats:
+    f = _fits(model, mu, init, expected)
+    msgs: list[str] = []
+    if not f.free.success:
+        msgs.append(f"free fit: {f.free.message}")
+    if not f.cond.success:
+        msgs.append(f"fit at mu={mu:g}: {f.cond.message}")
+    if f.bkg is not None and not f.bkg.success:
+        msgs.append(f"fit at mu=0: {f.bkg.message}")
+    if not f.cond_a.success:
+        msgs.append(f"Asimov fit at mu={mu:g}: {f.cond_a.message}")
+    mu_hat = float(f.free.pars[model.poi_index])
+    q = max(f.cond.twice_nll - f.free.twice_nll, 0.0)
+    if mu_hat > mu:
+        q = 0.0
+    qa = max(f.cond_a.twice_nll - f.nll_a_free, 0.0)
     status = "ok" if not msgs else "fit_failed"
-    return _Stats(math.sqrt(q), math.sqrt(qa), mu_hat, free, status, "; ".join(msgs))
+    return _Stats(math.sqrt(q), math.sqrt(qa), mu_hat, f.free, status, "; ".join(msgs))
 
 
 def _pvalues(t: float, sqrt_qa: float) -> tuple[float, float, float]:

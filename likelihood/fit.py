@@ -151,6 +151,60 @@ def _newton(prob: _Problem, x0: np.ndarray, max_iter: int = 300) -> tuple[np.nda
     return x, int(it), _NEWTON_CODES.get(int(code), f"code {code}")
 
 
+def _setup(
+    model: Model, data: Any, auxdata: Any, fixed_poi: float | None, init: Any, fixed: Any
+) -> tuple[_Problem, np.ndarray, np.ndarray, np.ndarray]:
+    """The scaled problem of a fit, its start, the model's initial values and fixed mask."""
+    # as_f8 copies read-only arrays: the kernels see one array type only
+    d = as_f8(model.data if data is None else data)
+    a = as_f8(model.auxdata if auxdata is None else auxdata)
+    if d.shape != model.data.shape or a.shape != model.auxdata.shape:
+        raise ValueError(
+            f"data / auxdata of shapes {d.shape} / {a.shape}; the model needs "
+            f"{model.data.shape} / {model.auxdata.shape}"
+        )
+    fix = model.fixed.copy() if fixed is None else np.asarray(fixed, dtype=bool).copy()
+    base = model.init.copy()
+    start = base.copy() if init is None else as_f8(init).copy()
+    if start.shape != base.shape:
+        raise ValueError(f"init has shape {start.shape}, the model has {base.shape[0]} parameters")
+    start[fix] = base[fix]
+    if fixed_poi is not None:
+        if model.poi_index is None:
+            from likelihood.errors import NoPOIError
+
+            raise NoPOIError("fixed_poi given but the model has no POI")
+        fix[model.poi_index] = True
+        start[model.poi_index] = float(fixed_poi)
+    start = np.clip(start, model.bounds[:, 0], model.bounds[:, 1])
+    if fixed_poi is not None:
+        start[model.poi_index] = float(fixed_poi)
+    prob = _Problem(model, d, a, fix, start)
+    return prob, start, base, fix
+
+
+def _screen(
+    model: Model,
+    init: np.ndarray,
+    *,
+    data: Any = None,
+    auxdata: Any = None,
+    fixed_poi: float | None = None,
+    max_iter: int = 5,
+) -> tuple[np.ndarray, float]:
+    """A few Newton iterations from ``init``: (parameters, twice-NLL) where they end.
+
+    The cheap first look of a restart (:mod:`likelihood._minima`); not a converged fit.
+    """
+    prob, start, _base, _fix = _setup(model, data, auxdata, fixed_poi, init, None)
+    if prob.free.size == 0:
+        return start, model.twice_nll(start, prob.kd.data, prob.kd.auxdata, stable=True)
+    x, v, _it, _code, _edm = _kernels.newton_minimize(
+        prob.x_of(start), prob.box, prob.cm, prob.kd, max_iter, EDM_TOLERANCE, MAX_STEP
+    )
+    return prob.theta(x), float(v)
+
+
 def fit(
     model: Model,
     *,
@@ -186,31 +240,8 @@ def fit(
         Never raises for a fit that does not converge: ``success`` is False and
         ``status`` is ``"fit_failed"``.
     """
-    # as_f8 copies read-only arrays: the kernels see one array type only
-    d = as_f8(model.data if data is None else data)
-    a = as_f8(model.auxdata if auxdata is None else auxdata)
-    if d.shape != model.data.shape or a.shape != model.auxdata.shape:
-        raise ValueError(
-            f"data / auxdata of shapes {d.shape} / {a.shape}; the model needs "
-            f"{model.data.shape} / {model.auxdata.shape}"
-        )
-    fix = model.fixed.copy() if fixed is None else np.asarray(fixed, dtype=bool).copy()
-    base = model.init.copy()
-    start = base.copy() if init is None else as_f8(init).copy()
-    if start.shape != base.shape:
-        raise ValueError(f"init has shape {start.shape}, the model has {base.shape[0]} parameters")
-    start[fix] = base[fix]
-    if fixed_poi is not None:
-        if model.poi_index is None:
-            from likelihood.errors import NoPOIError
-
-            raise NoPOIError("fixed_poi given but the model has no POI")
-        fix[model.poi_index] = True
-        start[model.poi_index] = float(fixed_poi)
-    start = np.clip(start, model.bounds[:, 0], model.bounds[:, 1])
-    if fixed_poi is not None:
-        start[model.poi_index] = float(fixed_poi)
-    prob = _Problem(model, d, a, fix, start)
+    prob, start, base, fix = _setup(model, data, auxdata, fixed_poi, init, fixed)
+    d, a = prob.kd.data, prob.kd.auxdata
     if prob.free.size == 0:
         v = model.twice_nll(start, d, a, stable=True)
         ok = math.isfinite(v)
