@@ -475,6 +475,12 @@ def _scan_inputs(
 @click.option("--mu", type=float, default=1.0, show_default=True, help="Signal strength tested.")
 @click.option("--upper-limit", is_flag=True, help="Also 95% CL upper limits on mu (slower).")
 @click.option(
+    "--bracket",
+    metavar="LO,HI",
+    help="With --upper-limit: search the limits in [LO, HI] only (default: from [0, 1], "
+    "widened up to the POI's upper bound; a curve above 0.05 there gets the limit inf).",
+)
+@click.option(
     "--expected",
     type=click.Choice(["aposteriori", "apriori"]),
     default="aposteriori",
@@ -533,6 +539,7 @@ def scan_command(
     where: str | None,
     mu: float,
     upper_limit: bool,
+    bracket: str | None,
     expected: str,
     test_stat: str,
     jobs: int | None,
@@ -614,6 +621,7 @@ def scan_command(
                     jobs=jobs,
                     executor=pool,
                     upper_limit=upper_limit,
+                    bracket=_scan_split(bracket) or None if bracket else None,
                     expected=expected,
                     test_stat=test_stat,
                     points=_scan_split(points) or None,

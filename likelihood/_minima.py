@@ -134,6 +134,7 @@ def global_fit(
     data: Any = None,
     auxdata: Any = None,
     fixed_poi: float | None = None,
+    mirror: bool = True,
 ) -> FitResult:
     """Lowest minimum from ``starts`` and the mirrored restarts of the start policy.
 
@@ -144,6 +145,9 @@ def global_fit(
         Starting points; duplicates are fitted once.
     data, auxdata, fixed_poi
         As :func:`likelihood.fit.fit`.
+    mirror : bool
+        Try the mirrored restarts (False: only ``starts``, for a warm start from a global
+        minimum at a neighbouring mu that is verified at the end, as in upper limits).
 
     Returns
     -------
@@ -162,7 +166,7 @@ def global_fit(
         n_iter += r.n_iter
         results.append(r)
     best = _lowest(results)
-    if key(best) == math.inf:
+    if key(best) == math.inf or not mirror:
         return best._replace(n_iter=n_iter)
     fixed = model.fixed.copy()
     if fixed_poi is not None and model.poi_index is not None:

@@ -21,12 +21,11 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.optimize import minimize
 
 from likelihood import _kernels
 from likelihood.model import Model, as_f8, as_i8
 
-__all__ = ["fit", "FitResult", "EDM_TOLERANCE"]
+__all__ = ["fit", "FitResult", "EDM_TOLERANCE", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +122,9 @@ class _Problem:
 
 
 def _lbfgsb(prob: _Problem, x0: np.ndarray) -> tuple[np.ndarray, int, str]:
+    # imported here: scipy.optimize costs ~0.3 s of a cold start that rarely needs it
+    from scipy.optimize import minimize
+
     res = minimize(
         prob.value_grad,
         x0,
@@ -280,3 +282,72 @@ def fit(
             prob.theta(attempts[0][1]), math.nan, False, "fit_failed", "; ".join(messages), n_iter
         )
     return FitResult(prob.theta(best[1]), best[0], False, "fit_failed", "; ".join(messages), n_iter)
+
+
+def _warm_up_spec() -> dict[str, Any]:
+    """A two-bin workspace with every modifier type (the kernels' one specialisation)."""
+    bkg_mods = [
+        {"name": "norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}},
+        {"name": "shape", "type": "histosys", "data": {"hi_data": [52, 21], "lo_data": [47, 19]}},
+        {"name": "stat", "type": "staterror", "data": [2.0, 1.5]},
+        {"name": "unc", "type": "shapesys", "data": [3.0, 2.0]},
+        {"name": "lumi", "type": "lumi", "data": None},
+        {"name": "free", "type": "normfactor", "data": None},
+        {"name": "sf", "type": "shapefactor", "data": None},
+    ]
+    return {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": [5.0, 2.0],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {"name": "bkg", "data": [50.0, 20.0], "modifiers": bkg_mods},
+                ],
+            }
+        ],
+        "observations": [{"name": "SR", "data": [53.0, 22.0]}],
+        "measurements": [
+            {
+                "name": "meas",
+                "config": {
+                    "poi": "mu",
+                    "parameters": [
+                        {
+                            "name": "lumi",
+                            "auxdata": [1.0],
+                            "sigmas": [0.02],
+                            "inits": [1.0],
+                            "bounds": [[0.9, 1.1]],
+                        },
+                        {"name": "sf", "fixed": True},
+                    ],
+                },
+            }
+        ],
+        "version": "1.0.0",
+    }
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel that a fit can reach.
+
+    Newton, its convergence test, the L-BFGS-B fallback's objective, the screening of
+    restarts, rates, auxdata and twice-NLL with its gradient: called when a scan worker
+    starts, so that no kernel is compiled in the middle of a scan.
+    """
+    from likelihood.model import compile as compile_model
+
+    model = compile_model(_warm_up_spec(), validate=False)
+    p = model.init.copy()
+    model.expected_actualdata(p)
+    model.expected_auxdata(p)
+    model.twice_nll(p)
+    model.twice_nll_and_grad(p, stable=True)
+    for method in ("newton", "lbfgsb"):
+        fit(model, method=method)
+        fit(model, method=method, fixed_poi=1.0, data=model.data + 1.0)
+    _screen(model, p, max_iter=2)
