@@ -172,12 +172,10 @@ def _fits(model: Model, mu: float, init: Any, expected: str) -> _Fits:
     nominal = model.init.copy()
     gfit = _minima.global_fit
     free = gfit(model, [nominal, *_warm(model, init)])
-    cond = gfit(model, [_with_poi(free.pars, poi, mu), _with_poi(nominal, poi, mu)], fixed_poi=mu)
+    cond = gfit(model, [_with_poi(free.pars, poi, mu)], fixed_poi=mu)
     bkg = None
     if expected == "aposteriori":
-        bkg = gfit(
-            model, [_with_poi(free.pars, poi, 0.0), _with_poi(nominal, poi, 0.0)], fixed_poi=0.0
-        )
+        bkg = gfit(model, [_with_poi(free.pars, poi, 0.0)], fixed_poi=0.0)
         # fits that share parameters: each conditional fit from the other's minimum
         cond = _lower_start(model, cond, _with_poi(bkg.pars, poi, mu), fixed_poi=mu)
         bkg = _lower_start(model, bkg, _with_poi(cond.pars, poi, 0.0), fixed_poi=0.0)
@@ -192,7 +190,7 @@ def _fits(model: Model, mu: float, init: Any, expected: str) -> _Fits:
     # start in its basin (several double-well parameters flipped at once, sbottom)
     cond_a = gfit(
         model,
-        [_with_poi(pars_a, poi, mu), _with_poi(nominal, poi, mu), cond.pars],
+        [_with_poi(pars_a, poi, mu), cond.pars],
         data=data_a,
         auxdata=aux_a,
         fixed_poi=mu,
