@@ -48,13 +48,13 @@ __all__ = [
 ]
 
 #: smallest pull (in constraint widths) worth a mirrored restart
-PULL_MIN = 0.1
+PULL_MIN = 0.15
 #: only parameters at least this even (:func:`evenness`) have a mirror minimum worth a look
 EVEN_MIN = 0.5
 #: at most this many parameters are mirrored (one at a time) per round
 N_CANDIDATES = 6
 #: Newton iterations of the first look at a mirrored start
-SCREEN_ITERS = 4
+SCREEN_ITERS = 3
 #: rounds of mirroring after an improvement
 MAX_ROUNDS = 3
 #: two minima differ when their twice-NLL differ by more than this

@@ -928,21 +928,32 @@ class Model:
         stable : bool
             See :meth:`twice_nll`.
         """
-        if data is None:
-            d, dlg = self._data_k, self._data_lg
-        else:
-            d = as_f8(data)
-            if d.shape != self.data.shape:
-                raise ValueError(f"expected data of shape {self.data.shape}, got {d.shape}")
-            dlg = lgamma1(d)
-        if auxdata is None:
-            a, alg, asat = self._aux_k, self._aux_lg, self._aux_sat
-        else:
-            a = as_f8(auxdata)
-            if a.shape != self.auxdata.shape:
-                raise ValueError(f"expected auxdata of shape {self.auxdata.shape}, got {a.shape}")
-            alg, asat = lgamma1(a), poisson_saturated(a)
-        return KernelData(d, dlg, a, alg, asat, bool(stable))
+        if data is None and auxdata is None:
+            return KernelData(
+                self._data_k, self._data_lg, self._aux_k, self._aux_lg, self._aux_sat, bool(stable)
+            )
+        d = self._data_k if data is None else as_f8(data)
+        a = self._aux_k if auxdata is None else as_f8(auxdata)
+        if d.shape != self.data.shape:
+            raise ValueError(f"expected data of shape {self.data.shape}, got {d.shape}")
+        if a.shape != self.auxdata.shape:
+            raise ValueError(f"expected auxdata of shape {self.auxdata.shape}, got {a.shape}")
+        # the Asimov data of a test are fitted a dozen times: their constants are cached
+        cache = self.__dict__.setdefault("_kd_cache", {})
+        key = (d.tobytes(), a.tobytes())
+        hit = cache.get(key)
+        if hit is None:
+            dlg = self._data_lg if data is None else lgamma1(d)
+            if auxdata is None:
+                alg, asat = self._aux_lg, self._aux_sat
+            else:
+                alg, asat = lgamma1(a), poisson_saturated(a)
+            # copies: a caller may reuse (and change) its arrays, the cache must not see it
+            hit = (d.copy(), dlg, a.copy(), alg, asat)
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = hit
+        return KernelData(*hit, bool(stable))
 
     def expected_actualdata(self, pars: Any) -> np.ndarray:
         """Expected main-bin counts, shape (n_main_bins,), channels in ``channels`` order."""
