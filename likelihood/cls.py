@@ -356,15 +356,20 @@ class _Curves:
     def verify(self, mu: float) -> bool:
         """Refit at ``mu`` with the whole start policy; True if a fit went lower."""
         changed = False
-        jobs = [(self.cond_a, self.pars_a, {"data": self.data_a, "auxdata": self.aux_a})]
-        if mu in self.cond:
-            jobs.append((self.cond, self.free.pars, {}))
-        for cache, seed, kw in jobs:
+        jobs: list[tuple[dict[float, FitResult], np.ndarray, Any, Any]] = [
+            (self.cond_a, self.pars_a, self.data_a, self.aux_a),
+            (self.cond, self.free.pars, None, None),
+        ]
+        for cache, seed, data, aux in jobs:
             if mu not in cache:
                 continue
             old = cache[mu]
             r = _minima.global_fit(
-                self.model, [old.pars, _with_poi(seed, self.poi, mu)], fixed_poi=mu, **kw
+                self.model,
+                [old.pars, _with_poi(seed, self.poi, mu)],
+                data=data,
+                auxdata=aux,
+                fixed_poi=mu,
             )
             if _minima.key(r) < _minima.key(old) - _minima.AGREE:
                 cache[mu] = r

@@ -953,7 +953,8 @@ class Model:
             if len(cache) >= 8:
                 cache.pop(next(iter(cache)))
             cache[key] = hit
-        return KernelData(*hit, bool(stable))
+        d, dlg, a, alg, asat = hit
+        return KernelData(d, dlg, a, alg, asat, bool(stable))
 
     def expected_actualdata(self, pars: Any) -> np.ndarray:
         """Expected main-bin counts, shape (n_main_bins,), channels in ``channels`` order."""
