@@ -415,6 +415,11 @@ def _scan_split(values: tuple[str, ...] | str | None) -> list[str]:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
+def _scan_bracket(text: str | None) -> Any:
+    """``"LO,HI"`` -> ``("LO", "HI")``; :func:`recast.scan` checks the numbers."""
+    return tuple(_scan_split(text)) if text else None
+
+
 def _scan_inputs(
     source: str, patchset: str | None, regions: list[str], all_regions: bool, labels: Any
 ) -> tuple[Any, Any]:
@@ -621,7 +626,7 @@ def scan_command(
                     jobs=jobs,
                     executor=pool,
                     upper_limit=upper_limit,
-                    bracket=_scan_split(bracket) or None if bracket else None,
+                    bracket=_scan_bracket(bracket),
                     expected=expected,
                     test_stat=test_stat,
                     points=_scan_split(points) or None,
