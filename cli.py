@@ -525,6 +525,11 @@ def _scan_split(values: tuple[str, ...] | str | None) -> list[str]:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
+def _scan_bracket(text: str | None) -> Any:
+    """``"LO,HI"`` -> ``("LO", "HI")``; :func:`recast.scan` checks the numbers."""
+    return tuple(_scan_split(text)) if text else None
+
+
 def _scan_inputs(
     source: str, patchset: str | None, regions: list[str], all_regions: bool, labels: Any
 ) -> tuple[Any, Any]:
@@ -604,6 +609,12 @@ def _is_archive(path: str) -> bool:
     help="Also the discovery p-value and significance (q0): p0_obs, z_obs, p0_exp, z_exp.",
 )
 @click.option(
+    "--bracket",
+    metavar="LO,HI",
+    help="With --upper-limit: search the limits in [LO, HI] only (default: from [0, 1], "
+    "widened up to the POI's upper bound; a curve above 0.05 there gets the limit inf).",
+)
+@click.option(
     "--expected",
     type=click.Choice(["aposteriori", "apriori"]),
     default="aposteriori",
@@ -671,6 +682,7 @@ def scan_command(
     mu: float,
     upper_limit: bool,
     significance: bool,
+    bracket: str | None,
     expected: str,
     test_stat: str,
     jobs: int | None,
@@ -754,6 +766,7 @@ def scan_command(
                     executor=pool,
                     upper_limit=upper_limit,
                     significance=significance,
+                    bracket=_scan_bracket(bracket),
                     expected=expected,
                     test_stat=test_stat,
                     points=_scan_split(points) or None,

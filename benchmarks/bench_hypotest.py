@@ -3,13 +3,17 @@
 Side by side in one run, on one core: pyhf 0.7.6 (numpy backend, scipy SLSQP, the settings
 of the references in ``shared/hepdata``: qtilde, mu = 1, normsys code4, histosys code4p)
 and recastkit (``Background.with_patch`` + ``hypotest``), on 1Lbb and sbottom RegionA
-(10 patches each by default).  Prints per-analysis medians and their ratio, then the cold
-start of recastkit in a fresh process (import, compile, first hypotest), with the numba
-cache absent and present.
+(10 patches each by default).  Prints per-analysis medians and their ratio; the cost of
+``upper_limit`` (observed + five expected limits) against ``hypotest`` on the same points;
+the largest shared models (compressed-EWK Sleptons, 38 channels, and 2L jets EWK, with a
+made-up signal in every SR bin); a scaling table (time per point against the number of
+parameters over every shared workspace); then the cold start of recastkit in a fresh
+process (import, compile, first hypotest), with the numba cache absent and present.
 
 Usage::
 
     python benchmarks/bench_hypotest.py [--shared PATH] [--points N] [--skip-pyhf]
+        [--pyhf-large] [--quick]
 
 This is a benchmark, not a test; timings on a shared machine are noisy.
 """
@@ -119,6 +123,107 @@ def _time_with_patch(bkg: dict, patches: list[tuple[str, list]]) -> list[float]:
     return out
 
 
+def _upper_limit_cost(label: str, bkg: dict, patches: list[tuple[str, list]]) -> None:
+    import likelihood
+
+    bg = likelihood.Background(bkg)
+    likelihood.upper_limit(bg.with_patch(patches[0][1]))  # warm-up
+    ratios, t_cls, t_ul = [], [], []
+    for name, patch in patches:
+        model = bg.with_patch(patch, name=name)
+        t0 = time.perf_counter()
+        likelihood.hypotest(model)
+        t1 = time.perf_counter()
+        ul = likelihood.upper_limit(model)
+        t2 = time.perf_counter()
+        t_cls.append(t1 - t0)
+        t_ul.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
+        if ul.status != "ok":
+            print(f"    warning: {name}: {ul.status} {ul.message}")
+    print(
+        f"  {label:16s}: hypotest median {statistics.median(t_cls) * 1e3:7.1f} ms, upper_limit "
+        f"{statistics.median(t_ul) * 1e3:7.1f} ms: {statistics.median(ratios):.1f}x the CLs cost"
+    )
+
+
+def _made_up_signal(bkg: dict) -> list[dict]:
+    """A signal sample in every SR channel: 0.3 sqrt(b) + 0.2 events per bin, mu_SIG."""
+    ops = []
+    for i, ch in enumerate(bkg["channels"]):
+        if not ch["name"].startswith("SR"):
+            continue
+        nb = len(ch["samples"][0]["data"])
+        tot = [sum(s["data"][b] for s in ch["samples"]) for b in range(nb)]
+        data = [0.3 * max(t, 0.0) ** 0.5 + 0.2 for t in tot]
+        mods = [
+            {"name": "mu_SIG", "type": "normfactor", "data": None},
+            {"name": "sig_theory", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}},
+        ]
+        sample = {"name": "signal_made_up", "data": data, "modifiers": mods}
+        ops.append({"op": "add", "path": f"/channels/{i}/samples/-", "value": sample})
+    return ops
+
+
+def _large_models(shared: Path) -> list[tuple[str, dict]]:
+    out = []
+    for rel in ("compressed_ewk/Sleptons_bkgonly.json", "2L_jets_ewk/ewk_signal_bkgonly.json"):
+        path = shared / rel
+        if path.is_file():
+            out.append((rel, json.loads(path.read_text())))
+    return out
+
+
+def _time_one(bkg: dict, patch: list, repeat: int) -> tuple[list[float], int, int]:
+    import likelihood
+
+    bg = likelihood.Background(bkg)
+    model = bg.with_patch(patch)
+    likelihood.hypotest(model)  # warm-up
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r = likelihood.hypotest(bg.with_patch(patch))
+        out.append(time.perf_counter() - t0)
+    if r.status != "ok":
+        print(f"    warning: {r.status} {r.message}")
+    return out, model.n_pars, model.n_bins
+
+
+def _time_made_up(bkg: dict, repeat: int) -> tuple[list[float], int]:
+    ours, n_pars, _ = _time_one(bkg, _made_up_signal(bkg), repeat)
+    return ours, n_pars
+
+
+def _all_workspaces(shared: Path) -> list[tuple[str, dict, list]]:
+    """Every shared background-only workspace with one signal: a published one where the
+    folder has signal patches, else the made-up one."""
+    out = []
+    for folder in ("1Lbb", "3L_eRJR"):
+        bkg = json.loads((shared / folder / "BkgOnly.json").read_text())
+        ps = json.loads((shared / folder / "patchset.json").read_text())
+        p = ps["patches"][len(ps["patches"]) // 2]
+        out.append((f"{folder} + {p['metadata']['name']}", bkg, p["patch"]))
+    for region in ("RegionA", "RegionB", "RegionC"):
+        d = shared / "sbottom_multib" / region
+        bkg = json.loads((d / "BkgOnly.json").read_text())
+        patch = json.loads((d / "patch.sbottom_1300_205_60.json").read_text())
+        out.append((f"sbottom {region} + 1300_205_60", bkg, patch))
+    for rel in (
+        "displaced_leptons/SRee_bkgonly.json",
+        "displaced_leptons/Comb_bkgonly.json",
+        "2L_jets_ewk/ewk_signal_bkgonly.json",
+        "compressed_ewk/Sleptons_bkgonly.json",
+        "compressed_ewk/EWKinos_bkgonly_SR2lOnly.json",
+    ):
+        path = shared / rel
+        if path.is_file():
+            bkg = json.loads(path.read_text())
+            if _made_up_signal(bkg):
+                out.append((f"{rel} + made-up", bkg, _made_up_signal(bkg)))
+    return out
+
+
 _COLD = """
 import time, json, sys
 t0 = time.perf_counter()
@@ -167,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--points", type=int, default=10, help="patches per analysis (default 10)")
     parser.add_argument("--skip-pyhf", action="store_true", help="time recastkit only")
+    parser.add_argument(
+        "--pyhf-large", action="store_true", help="also time pyhf on the largest models (slow)"
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     shared = args.shared.resolve()
@@ -193,6 +302,23 @@ def main(argv: list[str] | None = None) -> int:
             f"max {max(theirs) * 1e3:.1f})"
         )
         print(f"  ratio pyhf / recastkit: {med_theirs / med_ours:7.1f}x")
+    ul_points = 2 if args.quick else 3
+    print(f"\nupper_limit vs hypotest ({ul_points} points each, same process, warm):")
+    for label, bkg, patches in _cases(shared, ul_points):
+        _upper_limit_cost(label, bkg, patches)
+    print("\nlargest shared models, made-up signal in every SR bin (recastkit ms/point):")
+    for label, bkg in _large_models(shared):
+        ours, n_pars = _time_made_up(bkg, 2 if args.quick else 4)
+        line = f"  {label:34s} {n_pars:4d} params: median {statistics.median(ours) * 1e3:8.1f} ms"
+        if args.pyhf_large and not args.skip_pyhf:
+            theirs = _time_pyhf(bkg, [("made-up", _made_up_signal(bkg))])
+            line += f"; pyhf {theirs[0]:.1f} s ({theirs[0] / statistics.median(ours):.0f}x)"
+        print(line)
+    print("\nscaling: time per point against the number of parameters (recastkit):")
+    print(f"  {'workspace':44s} {'params':>6s} {'bins':>5s} {'ms/point':>9s}")
+    for label, bkg, patch in _all_workspaces(shared):
+        ours, n_pars, n_bins = _time_one(bkg, patch, 2 if args.quick else 3)
+        print(f"  {label:44s} {n_pars:6d} {n_bins:5d} {statistics.median(ours) * 1e3:9.1f}")
     print("\ncold start (fresh process, sbottom RegionA, one point):")
     _cold_start(shared)
     return 0

@@ -25,11 +25,11 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
+from likelihood import _minima
 from likelihood.errors import LikelihoodError, NoPOIError
-from likelihood.fit import FitResult, fit
+from likelihood.fit import FitResult
 from likelihood.model import Model
 
 __all__ = ["hypotest", "upper_limit", "CLsResult", "UpperLimitResult", "asimov_data"]
@@ -122,24 +122,17 @@ class _Stats(NamedTuple):
     message: str
 
 
-def _best_fit(model: Model, starts: list[np.ndarray], **kwargs: Any) -> FitResult:
-    """Fit from several starting points, keep the lowest converged minimum.
+class _Fits(NamedTuple):
+    """Every fit of an asymptotic test at one mu, and the Asimov data they define."""
 
-    The HistFactory likelihood is not convex (polynomial interpolation, products of
-    factors): a fit can converge to a local minimum.  pyhf starts every fit at the
-    model's initial values; we start there too, and also at the warm start, and keep the
-    lower minimum.
-    """
-    results: list[FitResult] = []
-    for k, st in enumerate(starts):
-        if any(np.array_equal(st, s2) for s2 in starts[:k]):
-            continue
-        results.append(fit(model, init=st, **kwargs))
-    ok = [r for r in results if r.success]
-    if ok:
-        return min(ok, key=lambda r: r.twice_nll)
-    best = min(results, key=lambda r: r.twice_nll if math.isfinite(r.twice_nll) else math.inf)
-    return best
+    free: FitResult  # free fit to the observed data
+    cond: FitResult  # mu fixed, observed data
+    bkg: FitResult | None  # mu = 0, observed data (None with expected="apriori")
+    cond_a: FitResult  # mu fixed, Asimov data
+    pars_a: np.ndarray  # parameters generating the Asimov data (its free-fit minimum)
+    data_a: np.ndarray
+    aux_a: np.ndarray
+    nll_a_free: float  # twice-NLL of the free fit to the Asimov data (at pars_a)
 
 
 def _with_poi(pars: np.ndarray, poi: int, mu: float) -> np.ndarray:
@@ -148,70 +141,96 @@ def _with_poi(pars: np.ndarray, poi: int, mu: float) -> np.ndarray:
     return out
 
 
-def _test_stats(model: Model, mu: float, init: Any, expected: str) -> _Stats:
+def _warm(model: Model, init: Any) -> list[np.ndarray]:
+    if init is None:
+        return []
+    warm = np.asarray(init, dtype=np.float64)
+    if warm.shape == model.init.shape and np.all(np.isfinite(warm)):
+        return [np.clip(warm, model.bounds[:, 0], model.bounds[:, 1])]
+    # e.g. the best fit of a neighbouring point whose patch has other parameters
+    log.debug(
+        "hypotest: ignoring init of shape %s (model has %d parameters)", warm.shape, model.n_pars
+    )
+    return []
+
+
+def _lower_start(model: Model, res: FitResult, candidate: np.ndarray, **kwargs: Any) -> FitResult:
+    """Cross-fit comparison: refit from ``candidate`` (another fit's minimum with the POI
+    moved) when the twice-NLL there is already below ``res``'s minimum."""
+    d, a = kwargs.get("data"), kwargs.get("auxdata")
+    if model.twice_nll(candidate, d, a, stable=True) < _minima.key(res) - _minima.AGREE:
+        better = _minima.global_fit(model, [candidate], **kwargs)
+        if _minima.key(better) < _minima.key(res):
+            return better
+    return res
+
+
+def _fits(model: Model, mu: float, init: Any, expected: str) -> _Fits:
+    """The fits of the test at ``mu``, with the start policy of :mod:`likelihood._minima`."""
     poi = model.poi_index
     assert poi is not None
-    msgs: list[str] = []
     nominal = model.init.copy()
-    starts = [nominal]
-    if init is not None:
-        warm = np.asarray(init, dtype=np.float64)
-        if warm.shape == nominal.shape and np.all(np.isfinite(warm)):
-            starts.append(np.clip(warm, model.bounds[:, 0], model.bounds[:, 1]))
-        else:
-            # e.g. the best fit of a neighbouring point whose patch has other parameters
-            log.debug(
-                "hypotest: ignoring init of shape %s (model has %d parameters)",
-                warm.shape,
-                model.n_pars,
-            )
-    free = _best_fit(model, starts)
-    if not free.success:
-        msgs.append(f"free fit: {free.message}")
-    mu_hat = float(free.pars[poi])
-    cond = _best_fit(
-        model, [_with_poi(nominal, poi, mu), _with_poi(free.pars, poi, mu)], fixed_poi=mu
-    )
-    if not cond.success:
-        msgs.append(f"fit at mu={mu:g}: {cond.message}")
-    q = max(cond.twice_nll - free.twice_nll, 0.0)
-    if mu_hat > mu:
-        q = 0.0
-    # Asimov data for mu = 0
+    gfit = _minima.global_fit
+    free = gfit(model, [nominal, *_warm(model, init)])
+    cond = gfit(model, [_with_poi(free.pars, poi, mu)], fixed_poi=mu)
+    bkg = None
     if expected == "aposteriori":
-        bkg = _best_fit(
-            model, [_with_poi(nominal, poi, 0.0), _with_poi(free.pars, poi, 0.0)], fixed_poi=0.0
-        )
-        if not bkg.success:
-            msgs.append(f"fit at mu=0: {bkg.message}")
-        pars_a = bkg.pars
-    else:
-        pars_a = _with_poi(nominal, poi, 0.0)
+        bkg = gfit(model, [_with_poi(free.pars, poi, 0.0)], fixed_poi=0.0)
+        # fits that share parameters: each conditional fit from the other's minimum
+        cond = _lower_start(model, cond, _with_poi(bkg.pars, poi, mu), fixed_poi=mu)
+        bkg = _lower_start(model, bkg, _with_poi(cond.pars, poi, 0.0), fixed_poi=0.0)
+    # the free fit is never above a conditional fit of the same data
+    for other in (cond, bkg):
+        if other is not None and _minima.key(other) < _minima.key(free) - _minima.AGREE:
+            free = _minima.global_fit(model, [other.pars, free.pars])
+    pars_a = bkg.pars if bkg is not None else _with_poi(nominal, poi, 0.0)
     data_a, aux_a = asimov_data(model, pars_a)
     nll_a_free = model.twice_nll(pars_a, data_a, aux_a, stable=True)
-    cond_a = _best_fit(
+    # the mu fit to the observed data shares the parameters that absorb the signal: a
+    # start in its basin (several double-well parameters flipped at once, sbottom)
+    cond_a = gfit(
         model,
-        [_with_poi(nominal, poi, mu), _with_poi(pars_a, poi, mu)],
+        [_with_poi(pars_a, poi, mu), cond.pars],
         data=data_a,
         auxdata=aux_a,
         fixed_poi=mu,
     )
-    if not cond_a.success:
-        msgs.append(f"Asimov fit at mu={mu:g}: {cond_a.message}")
-    qa = max(cond_a.twice_nll - nll_a_free, 0.0)
+    return _Fits(free, cond, bkg, cond_a, pars_a, data_a, aux_a, nll_a_free)
+
+
+def _test_stats(model: Model, mu: float, init: Any, expected: str) -> _Stats:
+    f = _fits(model, mu, init, expected)
+    msgs: list[str] = []
+    if not f.free.success:
+        msgs.append(f"free fit: {f.free.message}")
+    if not f.cond.success:
+        msgs.append(f"fit at mu={mu:g}: {f.cond.message}")
+    if f.bkg is not None and not f.bkg.success:
+        msgs.append(f"fit at mu=0: {f.bkg.message}")
+    if not f.cond_a.success:
+        msgs.append(f"Asimov fit at mu={mu:g}: {f.cond_a.message}")
+    mu_hat = float(f.free.pars[model.poi_index])
+    q = max(f.cond.twice_nll - f.free.twice_nll, 0.0)
+    if mu_hat > mu:
+        q = 0.0
+    qa = max(f.cond_a.twice_nll - f.nll_a_free, 0.0)
     status = "ok" if not msgs else "fit_failed"
-    return _Stats(math.sqrt(q), math.sqrt(qa), mu_hat, free, status, "; ".join(msgs))
+    return _Stats(math.sqrt(q), math.sqrt(qa), mu_hat, f.free, status, "; ".join(msgs))
 
 
 def _pvalues(t: float, sqrt_qa: float) -> tuple[float, float, float]:
     clsb = float(ndtr(-(t + sqrt_qa)))
     clb = float(ndtr(-t))
-    return clsb / clb, clsb, clb
+    # CLb underflows far beyond the sensitivity: NaN, reported as a status by hypotest
+    return (clsb / clb if clb > 0.0 else math.nan), clsb, clb
 
 
 def _teststat(sqrt_q: float, sqrt_qa: float, test_stat: str) -> float:
     if test_stat == "q" or sqrt_q <= sqrt_qa:
         return sqrt_q - sqrt_qa
+    if sqrt_qa == 0.0:
+        # no sensitivity at all (q_mu,A = 0, the signal is absorbed): undefined, NaN
+        return math.nan
     return (sqrt_q * sqrt_q - sqrt_qa * sqrt_qa) / (2.0 * sqrt_qa)
 
 
@@ -276,6 +295,167 @@ def hypotest(
     )
 
 
+class _Curves:
+    """The observed and expected CLs(mu) curves of one model, for root searches.
+
+    The fits that do not depend on mu are made once: the free fit, the mu = 0 fit and the
+    Asimov data it generates (with the free fit to the Asimov data at its generating
+    point).  Each mu then needs the mu fit to the observed data (only where
+    ``mu_hat <= mu``, else ``q_mu = 0``) and the mu fit to the Asimov data, each started
+    from the minimum at the nearest mu already fitted (a warm start along the root
+    search) and the generating point, with the start policy of :mod:`likelihood._minima`.
+    The five expected curves need the Asimov fit only (arXiv:1007.1727 eq. 66 with
+    ``t = n``): no fit to the observed data.
+    """
+
+    def __init__(self, model: Model, test_stat: str, expected: str) -> None:
+        poi = model.poi_index
+        assert poi is not None
+        self.model, self.poi, self.test_stat = model, poi, test_stat
+        nominal = model.init.copy()
+        gfit = _minima.global_fit
+        self.free = gfit(model, [nominal])
+        self.bkg: FitResult | None = None
+        if expected == "aposteriori":
+            self.bkg = gfit(
+                model,
+                [_with_poi(self.free.pars, poi, 0.0), _with_poi(nominal, poi, 0.0)],
+                fixed_poi=0.0,
+            )
+            if _minima.key(self.bkg) < _minima.key(self.free) - _minima.AGREE:
+                self.free = gfit(model, [self.bkg.pars, self.free.pars])
+        self.mu_hat = float(self.free.pars[poi])
+        self.pars_a = self.bkg.pars if self.bkg is not None else _with_poi(nominal, poi, 0.0)
+        self.data_a, self.aux_a = asimov_data(model, self.pars_a)
+        self.nll_a_free = model.twice_nll(self.pars_a, self.data_a, self.aux_a, stable=True)
+        self.cond: dict[float, FitResult] = {}
+        self.cond_a: dict[float, FitResult] = {}
+        self.failures: list[str] = []
+        for name, r in (("free fit", self.free), ("fit at mu=0", self.bkg)):
+            if r is not None and not r.success:
+                self.failures.append(f"{name}: {r.message}")
+
+    def _fit(
+        self, cache: dict[float, FitResult], mu: float, seed: np.ndarray, **kw: Any
+    ) -> FitResult:
+        r = cache.get(mu)
+        if r is not None:
+            return r
+        starts = [_with_poi(seed, self.poi, mu)]
+        if cache:
+            near = min(cache, key=lambda m: abs(m - mu))
+            starts.insert(0, _with_poi(cache[near].pars, self.poi, mu))
+        # the first fit gets the whole start policy; later ones are warm starts from a
+        # neighbouring mu, verified with the whole policy at the roots (verify)
+        r = _minima.global_fit(self.model, starts, fixed_poi=mu, mirror=not cache, **kw)
+        if not r.success:
+            self.failures.append(f"fit at mu={mu:g}: {r.message}")
+        cache[mu] = r
+        return r
+
+    def verify(self, mu: float) -> bool:
+        """Refit at ``mu`` with the whole start policy; True if a fit went lower."""
+        changed = False
+        jobs: list[tuple[dict[float, FitResult], np.ndarray, Any, Any]] = [
+            (self.cond_a, self.pars_a, self.data_a, self.aux_a),
+            (self.cond, self.free.pars, None, None),
+        ]
+        for cache, seed, data, aux in jobs:
+            if mu not in cache:
+                continue
+            old = cache[mu]
+            r = _minima.global_fit(
+                self.model,
+                [old.pars, _with_poi(seed, self.poi, mu)],
+                data=data,
+                auxdata=aux,
+                fixed_poi=mu,
+            )
+            if _minima.key(r) < _minima.key(old) - _minima.AGREE:
+                cache[mu] = r
+                changed = True
+        return changed
+
+    def sqrt_qa(self, mu: float) -> float:
+        r = self._fit(self.cond_a, mu, self.pars_a, data=self.data_a, auxdata=self.aux_a)
+        return math.sqrt(max(r.twice_nll - self.nll_a_free, 0.0))
+
+    def sqrt_q(self, mu: float) -> float:
+        if self.mu_hat > mu:
+            return 0.0
+        r = self._fit(self.cond, mu, self.free.pars)
+        return math.sqrt(max(r.twice_nll - self.free.twice_nll, 0.0))
+
+    def cls_obs(self, mu: float) -> float:
+        sqa = self.sqrt_qa(mu)
+        return _pvalues(_teststat(self.sqrt_q(mu), sqa, self.test_stat), sqa)[0]
+
+    def cls_exp(self, mu: float, k: int) -> float:
+        """Expected CLs at mu, ``k`` indexing the band as ``CLsResult.cls_exp``."""
+        return _pvalues(_NSIGMA[k], self.sqrt_qa(mu))[0]
+
+
+def _secant_root(h: Any, known: list[tuple[float, float]], a: float, b: float) -> float | None:
+    """Root of the nearly linear ``h`` in ``[a, b]`` by secant steps from the two known
+    points ``(mu, h(mu))`` nearest to the root; None if they do not converge."""
+    pts = sorted(known, key=lambda p: abs(p[1]))[:2]
+    if len(pts) < 2:
+        return None
+    (x0, h0), (x1, h1) = pts
+    for _ in range(10):
+        if h1 == h0:
+            return None
+        x2 = min(max(x1 - h1 * (x1 - x0) / (h1 - h0), a), b)
+        h2 = h(x2)
+        if not math.isfinite(h2):
+            return None
+        x0, h0, x1, h1 = x1, h1, x2, h2
+        if abs(h1) < 1e-7 or abs(x1 - x0) < 1e-8 * max(1.0, abs(x1)):
+            return float(x1) if abs(h1) < 1e-6 else None
+    return None
+
+
+def _root(curves: _Curves, k: int, level: float, a: float, b: float) -> float:
+    """Limit of curve ``k`` (-1 observed, else the expected band index) in ``[a, b]``.
+
+    Expected CLs depends on mu only through ``sqrt(q_mu,A)``, close to linear in mu
+    (arXiv:1007.1727 eq. 30): solve ``sqrt(q_mu,A)(mu) = s_k`` for the ``s_k`` giving
+    CLs = level (eq. 66 with t = n), each step one Asimov fit.  The observed limit solves
+    ``Phi^-1(CLs_obs(mu)) = Phi^-1(level)``, also close to linear.  Secant steps from the
+    points already fitted, Brent's method in ``[a, b]`` when they do not converge; the
+    root is verified with the whole start policy (:meth:`_Curves.verify`) and solved again
+    if a fit there went lower.
+    """
+    if k >= 0:
+        n = _NSIGMA[k]
+        target = float(-ndtri(level * ndtr(-n)) - n)
+
+        def h(m: float) -> float:
+            return curves.sqrt_qa(m) - target
+
+        known = [
+            (m, math.sqrt(max(r.twice_nll - curves.nll_a_free, 0.0)) - target)
+            for m, r in curves.cond_a.items()
+        ]
+    else:
+        goal = float(ndtri(level))
+
+        def h(m: float) -> float:
+            return float(ndtri(min(max(curves.cls_obs(m), 1e-300), 1.0 - 1e-16))) - goal
+
+        known = [(m, h(m)) for m in list(curves.cond_a) if m in curves.cond or curves.mu_hat > m]
+    from scipy.optimize import brentq  # only when the secant steps fail (cold start)
+
+    x = math.nan
+    for _ in range(3):
+        x0 = _secant_root(h, [p for p in known if math.isfinite(p[1])], a, b)
+        x = float(brentq(h, a, b, xtol=1e-7, rtol=1e-9, maxiter=200)) if x0 is None else x0
+        if not curves.verify(x):
+            return x
+        known = [(x, h(x)), *known]
+    return x
+
+
 def upper_limit(
     model: Model,
     *,
@@ -287,73 +467,94 @@ def upper_limit(
     """Upper limits on mu where CLs(mu) = ``level``, observed and expected band.
 
     A bracketing root search (Brent) on ``CLs(mu) - level`` for the observed CLs and for
-    each of the five expected CLs curves.  The bracket is ``bracket`` if given, else
-    found by doubling from ``[0, 1]`` within the POI's bounds.
+    each of the five expected CLs curves (:class:`_Curves`: the mu-independent fits are
+    made once, the expected curves need only the Asimov fits, every fit is warm-started
+    from the nearest mu already fitted).
+
+    Parameters
+    ----------
+    model : Model
+    level : float
+        CLs level (0.05 for 95% CL).
+    test_stat, expected
+        As :func:`hypotest`.
+    bracket : (float, float), optional
+        Search the limits in ``[lo, hi]`` only.  Default: from ``[0, 1]``, the upper end
+        doubled until every curve is below ``level``, up to the POI's upper bound.
 
     Returns
     -------
     UpperLimitResult
-        ``status`` is ``"no_bracket"`` when CLs does not cross ``level`` inside the POI's
-        bounds (the limit is then NaN), ``"fit_failed"`` when a fit along the way failed.
+        A curve still above ``level`` at the POI's upper bound (default bracket) has the
+        limit ``inf`` (the limit is beyond the bound) and the row stays ``"ok"``, with the
+        message naming the curve.  ``status`` is ``"no_bracket"`` when a curve does not
+        cross ``level`` inside an explicit ``bracket`` (or is already below it at the
+        lower end; the limit is then NaN), ``"fit_failed"`` when a fit along the way
+        failed.
     """
     poi = _check(model, test_stat, expected)
     if not 0.0 < level < 1.0:
         raise LikelihoodError(f"level must be in (0, 1), got {level!r}")
     lo_b, hi_b = float(model.bounds[poi, 0]), float(model.bounds[poi, 1])
-    cache: dict[float, CLsResult] = {}
-    init_box: list[Any] = [None]
-    failures: list[str] = []
+    curves = _Curves(model, test_stat, expected)
 
-    def at(mu: float) -> CLsResult:
-        r = cache.get(mu)
-        if r is None:
-            r = hypotest(model, mu, test_stat=test_stat, expected=expected, init=init_box[0])
-            if r.status == "ok":
-                init_box[0] = r.pars_free
-            else:
-                failures.append(f"mu={mu:g}: {r.message}")
-            cache[mu] = r
-        return r
-
-    def curve(k: int) -> Any:
+    def f(k: int) -> Any:
         if k < 0:
-            return lambda m: at(m).cls_obs - level
-        return lambda m: at(m).cls_exp[k] - level
+            return lambda m: curves.cls_obs(m) - level
+        return lambda m: curves.cls_exp(m, k) - level
+
+    def worst(m: float) -> float:
+        return max(curves.cls_obs(m), *(curves.cls_exp(m, k) for k in range(5)))
 
     if bracket is not None:
         a, b = float(bracket[0]), float(bracket[1])
+        if not (lo_b <= a < b <= hi_b):
+            raise LikelihoodError(
+                f"bracket [{a:g}, {b:g}] must be increasing and inside the POI bounds "
+                f"[{lo_b:g}, {hi_b:g}]"
+            )
     else:
         a, b = max(lo_b, 0.0), min(1.0, hi_b)
-    # widen the upper end until every curve is below the level
-    while True:
-        r = at(b)
-        worst = max([r.cls_obs, *r.cls_exp])
-        if not math.isfinite(worst) or worst < level or b >= hi_b:
-            break
-        b = min(2.0 * b, hi_b)
-    # lower end: CLs must be above the level there; start just above the bound
-    a = max(a, lo_b)
+        # widen the upper end until every curve is below the level (within the bounds)
+        while b < hi_b:
+            w = worst(b)
+            if not math.isfinite(w) or w < level:
+                break
+            b = min(2.0 * b, hi_b)
     if a <= 0.0:
         a = min(1e-3 * b, b / 2)
     limits: list[float] = []
     msgs: list[str] = []
+    no_bracket = False
     for k in (-1, 0, 1, 2, 3, 4):
-        f = curve(k)
-        fa, fb = f(a), f(b)
-        if not (math.isfinite(fa) and math.isfinite(fb)) or fa * fb > 0:
+        g = f(k)
+        fa, fb = g(a), g(b)
+        what = "observed" if k < 0 else f"expected {_NSIGMA[4 - k]:+g} sigma"
+        if not (math.isfinite(fa) and math.isfinite(fb)):
             limits.append(math.nan)
+            msgs.append(f"{what}: CLs is not finite in [{a:g}, {b:g}]")
+            no_bracket = True
+        elif fa > 0 and fb > 0 and bracket is None and b >= hi_b:
+            limits.append(math.inf)
             msgs.append(
-                f"{'observed' if k < 0 else f'expected {_NSIGMA[4 - k]:+g} sigma'}: CLs does not "
-                f"cross {level} in [{a:g}, {b:g}] (CLs={fa + level:.3g}, {fb + level:.3g}); "
-                f"the POI bounds are [{lo_b:g}, {hi_b:g}]: pass a wider bracket= to search beyond"
+                f"{what}: CLs={fb + level:.3g} > {level} at the POI's upper bound {hi_b:g}: "
+                f"the limit is beyond the bound (inf)"
             )
-            continue
-        limits.append(float(brentq(f, a, b, xtol=1e-6, rtol=1e-8, maxiter=200)))
+        elif fa * fb > 0:
+            limits.append(math.nan)
+            no_bracket = True
+            msgs.append(
+                f"{what}: CLs does not cross {level} in [{a:g}, {b:g}] (CLs={fa + level:.3g}, "
+                f"{fb + level:.3g}); the POI bounds are [{lo_b:g}, {hi_b:g}]"
+                + ("" if bracket is None else ": pass another bracket")
+            )
+        else:
+            limits.append(_root(curves, k, level, a, b))
     status = "ok"
-    if failures:
+    if curves.failures:
         status = "fit_failed"
-        msgs = failures[:3] + msgs
-    elif msgs:
+        msgs = curves.failures[:3] + msgs
+    elif no_bracket:
         status = "no_bracket"
     exp = limits[1:]
     return UpperLimitResult(

@@ -21,16 +21,16 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.optimize import minimize
 
 from likelihood import _kernels
-from likelihood.model import Model, as_f8, lgamma1, poisson_saturated
+from likelihood.model import Model, as_f8, as_i8
 
-__all__ = ["fit", "FitResult", "EDM_TOLERANCE"]
+__all__ = ["fit", "FitResult", "EDM_TOLERANCE", "warm_up"]
 
 log = logging.getLogger(__name__)
 
-#: convergence: expected distance to minimum, in units of twice-NLL
+#: the one convergence tolerance of every fit (Newton kernel and fit.py alike): expected
+#: distance to the minimum ``g^T H^-1 g / 2`` (Gauss-Newton H), in units of twice-NLL
 EDM_TOLERANCE = 1e-9
 #: trust region of the Newton steps, in constraint widths
 MAX_STEP = 1.0
@@ -63,6 +63,19 @@ class FitResult(NamedTuple):
     n_iter: int
 
 
+class Box(NamedTuple):
+    """Scaled free coordinates of a fit: ``theta[free] = x * w``, the rest from ``base``.
+
+    The ``box`` argument of the fit kernels (:func:`likelihood._kernels.newton_minimize`).
+    """
+
+    free: np.ndarray  # (nf,) int64 indices of the free parameters
+    w: np.ndarray  # (nf,) their constraint widths
+    base: np.ndarray  # (n_pars,) values of the fixed parameters (free ones overwritten)
+    lo: np.ndarray  # (nf,) scaled lower bounds
+    hi: np.ndarray  # (nf,) scaled upper bounds
+
+
 class _Problem:
     """A fit problem in scaled coordinates x = theta / width over the free parameters."""
 
@@ -75,91 +88,52 @@ class _Problem:
         start: np.ndarray,
     ) -> None:
         self.model = model
-        self.cm = model.compiled
-        self.data = data
-        self.data_lg = lgamma1(data)
-        self.auxdata = auxdata
-        self.aux_lg = lgamma1(auxdata)
-        self.aux_sat = poisson_saturated(auxdata)
-        self.free = np.flatnonzero(~fixed)
-        self.w = model.widths[self.free].copy()
-        self.base = start.copy()
-        self.lo = model.bounds[self.free, 0] / self.w
-        self.hi = model.bounds[self.free, 1] / self.w
+        self.cm = model.kernel_model
+        self.kd = model.kernel_data(data, auxdata, stable=True)
+        free = as_i8(np.flatnonzero(~fixed))
+        w = as_f8(model.widths[free])
+        self.box = Box(
+            free,
+            w,
+            as_f8(start),
+            as_f8(model.bounds[free, 0] / w),
+            as_f8(model.bounds[free, 1] / w),
+        )
+        self.free = free
         self.n_eval = 0
 
     def theta(self, x: np.ndarray) -> np.ndarray:
-        t = self.base.copy()
-        t[self.free] = x * self.w
+        t = self.box.base.copy()
+        t[self.free] = x * self.box.w
         return t
 
     def x_of(self, theta: np.ndarray) -> np.ndarray:
-        return np.clip(theta[self.free] / self.w, self.lo, self.hi)
+        return as_f8(np.clip(theta[self.free] / self.box.w, self.box.lo, self.box.hi))
 
     def value_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         self.n_eval += 1
-        v, g = _kernels.twice_nll_grad(
-            self.theta(x),
-            self.data,
-            self.data_lg,
-            self.auxdata,
-            self.aux_lg,
-            self.aux_sat,
-            True,
-            *self.cm,
-        )
-        return float(v), g[self.free] * self.w
-
-    def value_grad_hess(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        self.n_eval += 1
-        v, g, h = _kernels.twice_nll_grad_gn(
-            self.theta(x),
-            self.data,
-            self.data_lg,
-            self.auxdata,
-            self.aux_lg,
-            self.aux_sat,
-            True,
-            *self.cm,
-        )
-        f = self.free
-        hs = h[np.ix_(f, f)] * np.outer(self.w, self.w)
-        return float(v), g[f] * self.w, hs
-
-    def projected_gradient(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
-        pg = g.copy()
-        at_lo = (x <= self.lo + 1e-12 * np.maximum(1.0, np.abs(self.lo))) & (g > 0)
-        at_hi = (x >= self.hi - 1e-12 * np.maximum(1.0, np.abs(self.hi))) & (g < 0)
-        pg[at_lo | at_hi] = 0.0
-        return pg
+        v, g = _kernels.scaled_value_grad(as_f8(x), self.box, self.cm, self.kd)
+        return float(v), g
 
     def edm(self, x: np.ndarray) -> tuple[float, float, float]:
-        """(value, max |projected gradient|, edm on the inactive set)."""
-        v, g, h = self.value_grad_hess(x)
-        pg = self.projected_gradient(x, g)
-        inactive = pg != 0.0
-        if not np.all(np.isfinite(g)) or not math.isfinite(v):
-            return v, math.inf, math.inf
-        if not inactive.any():
-            return v, 0.0, 0.0
-        hi = np.ascontiguousarray(h[np.ix_(inactive, inactive)])
-        gi = np.ascontiguousarray(pg[inactive])
-        # numba Cholesky: no multi-threaded BLAS on small matrices
-        ok, step = _kernels._cholesky_solve(hi, gi)
-        edm = 0.5 * float(np.dot(gi, step)) if ok else math.inf
-        return v, float(np.max(np.abs(pg))), abs(edm)
+        """(value, max |projected gradient|, edm): the convergence test of every fit."""
+        v, pg, edm = _kernels.convergence(as_f8(x), self.box, self.cm, self.kd)
+        return float(v), float(pg), float(edm)
 
 
 def _lbfgsb(prob: _Problem, x0: np.ndarray) -> tuple[np.ndarray, int, str]:
+    # imported here: scipy.optimize costs ~0.3 s of a cold start that rarely needs it
+    from scipy.optimize import minimize
+
     res = minimize(
         prob.value_grad,
         x0,
         jac=True,
         method="L-BFGS-B",
-        bounds=list(zip(prob.lo, prob.hi, strict=True)),
+        bounds=list(zip(prob.box.lo, prob.box.hi, strict=True)),
         options={"maxiter": 20000, "maxfun": 50000, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 30},
     )
-    return np.clip(res.x, prob.lo, prob.hi), int(res.nit), str(res.message)
+    return as_f8(np.clip(res.x, prob.box.lo, prob.box.hi)), int(res.nit), str(res.message)
 
 
 _NEWTON_CODES = {
@@ -171,27 +145,70 @@ _NEWTON_CODES = {
 }
 
 
-def _newton(prob: _Problem, x0: np.ndarray, max_iter: int = 300) -> tuple[np.ndarray, int, str]:
-    """Structured quasi-Newton in numba (:func:`likelihood._kernels.newton_minimize`)."""
-    x, _v, it, code, edm = _kernels.newton_minimize(
-        as_f8(x0),
-        prob.free.astype(np.int64),
-        as_f8(prob.w),
-        as_f8(prob.base),
-        as_f8(prob.lo),
-        as_f8(prob.hi),
-        max_iter,
-        EDM_TOLERANCE * 0.1,
-        MAX_STEP,
-        prob.data,
-        prob.data_lg,
-        prob.auxdata,
-        prob.aux_lg,
-        prob.aux_sat,
-        True,
-        *prob.cm,
+def _newton(
+    prob: _Problem, x0: np.ndarray, max_iter: int = 300
+) -> tuple[np.ndarray, int, str, int, float, float]:
+    """Structured quasi-Newton in numba (:func:`likelihood._kernels.newton_minimize`):
+    (x, iterations, message, code, twice-NLL, edm); code 0 means converged by the very
+    test of :func:`likelihood._kernels.convergence`."""
+    x, v, it, code, edm = _kernels.newton_minimize(
+        as_f8(x0), prob.box, prob.cm, prob.kd, max_iter, EDM_TOLERANCE, MAX_STEP
     )
-    return x, int(it), _NEWTON_CODES.get(int(code), f"code {code}")
+    return x, int(it), _NEWTON_CODES.get(int(code), f"code {code}"), int(code), float(v), edm
+
+
+def _setup(
+    model: Model, data: Any, auxdata: Any, fixed_poi: float | None, init: Any, fixed: Any
+) -> tuple[_Problem, np.ndarray, np.ndarray, np.ndarray]:
+    """The scaled problem of a fit, its start, the model's initial values and fixed mask."""
+    # as_f8 copies read-only arrays: the kernels see one array type only
+    d = as_f8(model.data if data is None else data)
+    a = as_f8(model.auxdata if auxdata is None else auxdata)
+    if d.shape != model.data.shape or a.shape != model.auxdata.shape:
+        raise ValueError(
+            f"data / auxdata of shapes {d.shape} / {a.shape}; the model needs "
+            f"{model.data.shape} / {model.auxdata.shape}"
+        )
+    fix = model.fixed.copy() if fixed is None else np.asarray(fixed, dtype=bool).copy()
+    base = model.init.copy()
+    start = base.copy() if init is None else as_f8(init).copy()
+    if start.shape != base.shape:
+        raise ValueError(f"init has shape {start.shape}, the model has {base.shape[0]} parameters")
+    start[fix] = base[fix]
+    if fixed_poi is not None:
+        if model.poi_index is None:
+            from likelihood.errors import NoPOIError
+
+            raise NoPOIError("fixed_poi given but the model has no POI")
+        fix[model.poi_index] = True
+        start[model.poi_index] = float(fixed_poi)
+    start = np.clip(start, model.bounds[:, 0], model.bounds[:, 1])
+    if fixed_poi is not None:
+        start[model.poi_index] = float(fixed_poi)
+    prob = _Problem(model, d, a, fix, start)
+    return prob, start, base, fix
+
+
+def _screen(
+    model: Model,
+    init: np.ndarray,
+    *,
+    data: Any = None,
+    auxdata: Any = None,
+    fixed_poi: float | None = None,
+    max_iter: int = 5,
+) -> tuple[np.ndarray, float]:
+    """A few Newton iterations from ``init``: (parameters, twice-NLL) where they end.
+
+    The cheap first look of a restart (:mod:`likelihood._minima`); not a converged fit.
+    """
+    prob, start, _base, _fix = _setup(model, data, auxdata, fixed_poi, init, None)
+    if prob.free.size == 0:
+        return start, model.twice_nll(start, prob.kd.data, prob.kd.auxdata, stable=True)
+    x, v, _it, _code, _edm = _kernels.newton_minimize(
+        prob.x_of(start), prob.box, prob.cm, prob.kd, max_iter, EDM_TOLERANCE, MAX_STEP
+    )
+    return prob.theta(x), float(v)
 
 
 def fit(
@@ -229,31 +246,8 @@ def fit(
         Never raises for a fit that does not converge: ``success`` is False and
         ``status`` is ``"fit_failed"``.
     """
-    # as_f8 copies read-only arrays: the kernels see one array type only
-    d = as_f8(model.data if data is None else data)
-    a = as_f8(model.auxdata if auxdata is None else auxdata)
-    if d.shape != model.data.shape or a.shape != model.auxdata.shape:
-        raise ValueError(
-            f"data / auxdata of shapes {d.shape} / {a.shape}; the model needs "
-            f"{model.data.shape} / {model.auxdata.shape}"
-        )
-    fix = model.fixed.copy() if fixed is None else np.asarray(fixed, dtype=bool).copy()
-    base = model.init.copy()
-    start = base.copy() if init is None else as_f8(init).copy()
-    if start.shape != base.shape:
-        raise ValueError(f"init has shape {start.shape}, the model has {base.shape[0]} parameters")
-    start[fix] = base[fix]
-    if fixed_poi is not None:
-        if model.poi_index is None:
-            from likelihood.errors import NoPOIError
-
-            raise NoPOIError("fixed_poi given but the model has no POI")
-        fix[model.poi_index] = True
-        start[model.poi_index] = float(fixed_poi)
-    start = np.clip(start, model.bounds[:, 0], model.bounds[:, 1])
-    if fixed_poi is not None:
-        start[model.poi_index] = float(fixed_poi)
-    prob = _Problem(model, d, a, fix, start)
+    prob, start, base, fix = _setup(model, data, auxdata, fixed_poi, init, fixed)
+    d, a = prob.kd.data, prob.kd.auxdata
     if prob.free.size == 0:
         v = model.twice_nll(start, d, a, stable=True)
         ok = math.isfinite(v)
@@ -275,7 +269,11 @@ def fit(
     messages: list[str] = []
     for name, x0 in attempts:
         if name == "newton":
-            x, it, msg = _newton(prob, x0)
+            x, it, msg, code, v, edm = _newton(prob, x0)
+            if code == 0 and math.isfinite(v):
+                # the kernel ended on convergence()'s own test: no second evaluation
+                messages.append(f"{name}: {msg} (twice_nll={v:.10g}, edm={edm:.2g})")
+                return FitResult(prob.theta(x), v, True, "ok", "; ".join(messages), n_iter + it)
         else:
             x, it, msg = _lbfgsb(prob, x0)
         n_iter += it
@@ -292,3 +290,72 @@ def fit(
             prob.theta(attempts[0][1]), math.nan, False, "fit_failed", "; ".join(messages), n_iter
         )
     return FitResult(prob.theta(best[1]), best[0], False, "fit_failed", "; ".join(messages), n_iter)
+
+
+def _warm_up_spec() -> dict[str, Any]:
+    """A two-bin workspace with every modifier type (the kernels' one specialisation)."""
+    bkg_mods = [
+        {"name": "norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}},
+        {"name": "shape", "type": "histosys", "data": {"hi_data": [52, 21], "lo_data": [47, 19]}},
+        {"name": "stat", "type": "staterror", "data": [2.0, 1.5]},
+        {"name": "unc", "type": "shapesys", "data": [3.0, 2.0]},
+        {"name": "lumi", "type": "lumi", "data": None},
+        {"name": "free", "type": "normfactor", "data": None},
+        {"name": "sf", "type": "shapefactor", "data": None},
+    ]
+    return {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": [5.0, 2.0],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {"name": "bkg", "data": [50.0, 20.0], "modifiers": bkg_mods},
+                ],
+            }
+        ],
+        "observations": [{"name": "SR", "data": [53.0, 22.0]}],
+        "measurements": [
+            {
+                "name": "meas",
+                "config": {
+                    "poi": "mu",
+                    "parameters": [
+                        {
+                            "name": "lumi",
+                            "auxdata": [1.0],
+                            "sigmas": [0.02],
+                            "inits": [1.0],
+                            "bounds": [[0.9, 1.1]],
+                        },
+                        {"name": "sf", "fixed": True},
+                    ],
+                },
+            }
+        ],
+        "version": "1.0.0",
+    }
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel that a fit can reach.
+
+    Newton, its convergence test, the L-BFGS-B fallback's objective, the screening of
+    restarts, rates, auxdata and twice-NLL with its gradient: called when a scan worker
+    starts, so that no kernel is compiled in the middle of a scan.
+    """
+    from likelihood.model import compile as compile_model
+
+    model = compile_model(_warm_up_spec(), validate=False)
+    p = model.init.copy()
+    model.expected_actualdata(p)
+    model.expected_auxdata(p)
+    model.twice_nll(p)
+    model.twice_nll_and_grad(p, stable=True)
+    for method in ("newton", "lbfgsb"):
+        fit(model, method=method)
+        fit(model, method=method, fixed_poi=1.0, data=model.data + 1.0)
+    _screen(model, p, max_iter=2)

@@ -121,6 +121,7 @@ class ScanSettings(NamedTuple):
     measurement: str | None = None
     modifier_settings: Mapping[str, Any] | None = None
     significance: bool = False
+    bracket: tuple[float, float] | None = None
 
 
 class GridPoint(NamedTuple):
@@ -157,11 +158,17 @@ def init_worker() -> None:
     Pins BLAS / OpenMP / numba to one thread (the parent also sets these variables before
     the workers start, so that they apply when numpy is first imported) and ignores
     SIGINT: Ctrl-C in a terminal reaches the whole process group, and the parent alone
-    decides how to stop (cancel pending chunks, keep finished rows).
+    decides how to stop (cancel pending chunks, keep finished rows).  Then loads every
+    numba kernel of the fits (:func:`likelihood.fit.warm_up`).
     """
     for key, value in THREAD_ENV.items():
         os.environ.setdefault(key, value)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # every kernel a fit can reach (the L-BFGS-B fallback too) is loaded or compiled now,
+    # never in the middle of the scan
+    from likelihood.fit import warm_up
+
+    warm_up()
 
 
 def _core(task: ChunkTask) -> Any:
@@ -226,7 +233,10 @@ def _empty_row(point: GridPoint, settings: ScanSettings) -> dict[str, Any]:
 def _upper_limit(core: Any, model: Any, settings: ScanSettings, row: dict[str, Any]) -> None:
     """Add the upper limits to ``row``; a failure keeps the CLs values and sets the status."""
     try:
-        ul = core.upper_limit(model, test_stat=settings.test_stat, expected=settings.expected)
+        extra = {} if settings.bracket is None else {"bracket": settings.bracket}
+        ul = core.upper_limit(
+            model, test_stat=settings.test_stat, expected=settings.expected, **extra
+        )
     except Exception as err:
         log.debug("upper limit of %s failed", row["patch"], exc_info=True)
         row["status"] = "error"

@@ -699,6 +699,7 @@ def scan(
     modifier_settings: Mapping[str, Any] | None = None,
     significance: bool = False,
     xsec: pd.DataFrame | str | os.PathLike[str] | None = None,
+    bracket: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """Asymptotic CLs at ``mu`` for every point of a signal grid.
 
@@ -722,7 +723,12 @@ def scan(
         Where to run the chunks instead of a local pool (e.g. ``client.get_executor()`` of a
         Dask cluster, see :func:`dask_client`).  It is not shut down.
     upper_limit : bool, default False
-        Also compute the 95% CL upper limits on mu (observed and expected band).
+        Also compute the 95% CL upper limits on mu (observed and expected band).  A curve
+        whose CLs stays above 0.05 up to the POI's upper bound gets the limit ``inf`` and
+        the row stays ``ok`` (its ``message`` names the curve).
+    bracket : (float, float), optional
+        With ``upper_limit``: search the limits in ``[lo, hi]`` only (default: from
+        ``[0, 1]``, widened up to the POI's upper bound).
     expected : {"aposteriori", "apriori"}
         Expected band from the background-only fit to data, or from the nominal model.
     test_stat : {"qtilde", "q"}
@@ -811,6 +817,7 @@ def scan(
         significance=significance,
         core=None,
         xsec=xsec,
+        bracket=bracket,
     )
 
 
@@ -842,6 +849,18 @@ def _check_options(
         result_format(output)
 
 
+def _bracket(bracket: Any) -> tuple[float, float] | None:
+    if bracket is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in bracket)
+    except (TypeError, ValueError) as err:
+        raise ScanError(f"bracket must be two numbers (lo, hi), got {bracket!r}") from err
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo < hi):
+        raise ScanError(f"bracket must satisfy 0 <= lo < hi, got {bracket!r}")
+    return (lo, hi)
+
+
 def _scan(
     bkgonly: Any,
     patchset: Any,
@@ -867,6 +886,7 @@ def _scan(
     significance: bool = False,
     on_rows: Callable[[int], None] | None = None,
     xsec: Any = None,
+    bracket: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """:func:`scan` with the statistics core as a parameter (tests pass a stand-in)."""
     started = time.perf_counter()
@@ -892,6 +912,7 @@ def _scan(
         measurement,
         dict(modifier_settings) if modifier_settings is not None else None,
         significance=bool(significance),
+        bracket=_bracket(bracket),
     )
 
     rf = ResultFile(output, columns) if output is not None else None

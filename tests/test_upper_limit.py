@@ -1,0 +1,141 @@
+"""Upper limits: robust to curves that do not cross in the default bracket, ``--bracket``.
+
+A point whose CLs is fine never becomes ``no_bracket`` because one expected curve stays
+above 0.05 up to the POI's upper bound: that limit is ``inf`` (beyond the bound), the
+rest of the row is ``ok`` and the message names the curve.  An explicit bracket that a
+curve does not cross gives ``no_bracket``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import likelihood
+from cli import main
+from likelihood.cls import hypotest, upper_limit
+from likelihood.spec import digest
+
+pytestmark = [pytest.mark.filterwarnings("ignore::RuntimeWarning")]
+
+
+def _workspace(poi_hi: float) -> dict:
+    return {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "bkg",
+                        "data": [100.0, 50.0],
+                        "modifiers": [
+                            {"name": "norm_bkg", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
+                        ],
+                    }
+                ],
+            }
+        ],
+        "observations": [{"name": "SR", "data": [96.0, 49.0]}],
+        "measurements": [
+            {
+                "name": "meas",
+                "config": {
+                    "poi": "mu_SIG",
+                    "parameters": [{"name": "mu_SIG", "bounds": [[0.0, poi_hi]], "inits": [1.0]}],
+                },
+            }
+        ],
+        "version": "1.0.0",
+    }
+
+
+def _signal(sr: list[float]) -> list[dict]:
+    return [
+        {
+            "op": "add",
+            "path": "/channels/0/samples/1",
+            "value": {
+                "name": "signal",
+                "data": sr,
+                "modifiers": [{"name": "mu_SIG", "type": "normfactor", "data": None}],
+            },
+        }
+    ]
+
+
+def _model(poi_hi: float, sig: list[float]) -> likelihood.Model:
+    return likelihood.compile(likelihood.apply_patch(_workspace(poi_hi), _signal(sig)))
+
+
+def test_limits_are_the_crossings_of_hypotest() -> None:
+    model = _model(10.0, [12.0, 6.0])
+    ul = upper_limit(model)
+    assert ul.status == "ok", ul.message
+    assert list(ul.mu_ul_exp) == sorted(ul.mu_ul_exp)
+    assert hypotest(model, ul.mu_ul_obs).cls_obs == pytest.approx(0.05, abs=1e-6)
+    for k in range(5):
+        assert hypotest(model, ul.mu_ul_exp[k]).cls_exp[k] == pytest.approx(0.05, abs=1e-6)
+
+
+def test_curve_beyond_the_poi_bound_is_inf_and_the_row_stays_ok() -> None:
+    # a weak signal and a POI bounded at 2.5: the upper expected curves stay above 0.05
+    sig = [8.0, 4.0]
+    wide = upper_limit(_model(50.0, sig))
+    assert wide.status == "ok"
+    bound = 0.5 * (wide.mu_ul_exp[3] + wide.mu_ul_exp[4])  # between the +1 and +2 sigma
+    model = _model(bound, sig)
+    ul = upper_limit(model)
+    assert ul.status == "ok", ul.message
+    assert math.isinf(ul.mu_ul_exp[4]) and ul.mu_ul_exp[4] > 0
+    assert "expected +2 sigma" in ul.message and "beyond the bound" in ul.message
+    # the other curves are the same limits as with the wide bounds
+    np.testing.assert_allclose(ul.mu_ul_exp[:4], wide.mu_ul_exp[:4], rtol=1e-5)
+    assert ul.mu_ul_obs == pytest.approx(wide.mu_ul_obs, rel=1e-5)
+    assert hypotest(model, bound).cls_exp[4] > 0.05
+
+
+def test_explicit_bracket() -> None:
+    model = _model(10.0, [12.0, 6.0])
+    full = upper_limit(model)
+    lo, hi = 0.5 * full.mu_ul_exp[0], 1.5 * full.mu_ul_exp[4]
+    ok = upper_limit(model, bracket=(lo, hi))
+    assert ok.status == "ok"
+    np.testing.assert_allclose(ok.mu_ul_exp, full.mu_ul_exp, rtol=1e-5)
+    narrow = upper_limit(model, bracket=(lo, full.mu_ul_exp[2]))
+    assert narrow.status == "no_bracket"
+    assert math.isnan(narrow.mu_ul_exp[4]) and "pass another bracket" in narrow.message
+    with pytest.raises(likelihood.LikelihoodError, match="bracket"):
+        upper_limit(model, bracket=(2.0, 1.0))
+
+
+def test_scan_bracket_option(tmp_path: Path) -> None:
+    bkg = _workspace(10.0)
+    ps = {
+        "metadata": {
+            "description": "bracket test",
+            "digests": {"sha256": digest(bkg)},
+            "labels": ["m1"],
+            "references": {},
+        },
+        "patches": [{"metadata": {"name": "sig_1", "values": [1]}, "patch": _signal([12.0, 6.0])}],
+    }
+    (tmp_path / "bkg.json").write_text(json.dumps(bkg))
+    (tmp_path / "ps.json").write_text(json.dumps(ps))
+    out = tmp_path / "r.csv"
+    args = ["scan", str(tmp_path / "bkg.json"), str(tmp_path / "ps.json"), "--upper-limit"]
+    res = CliRunner().invoke(main, [*args, "--bracket", "0.01,9", "-o", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    row = pd.read_csv(out).iloc[0]
+    assert row["status"] == "ok"
+    expected = upper_limit(likelihood.compile(likelihood.apply_patch(bkg, _signal([12.0, 6.0]))))
+    assert row["mu_ul_obs"] == pytest.approx(expected.mu_ul_obs, rel=1e-5)
+    bad = CliRunner().invoke(main, [*args, "--bracket", "5,1", "-o", str(tmp_path / "b.csv")])
+    assert bad.exit_code == 1
+    assert "bracket" in bad.output
