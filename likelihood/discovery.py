@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import ndtr
 
-from likelihood.cls import _best_fit, _with_poi, asimov_data
+from likelihood._minima import global_fit
+from likelihood.cls import _with_poi, asimov_data
 from likelihood.errors import LikelihoodError, NoPOIError
 from likelihood.fit import FitResult
 from likelihood.model import Model
@@ -92,7 +93,7 @@ def _lower(
             log.debug(
                 "discovery: refit from a feasible point %.3g below the minimum", best.twice_nll - v
             )
-            again = _best_fit(model, [st], **kwargs)
+            again = global_fit(model, [st], **kwargs)
             if again.success and again.twice_nll < best.twice_nll:
                 best = again
     return best
@@ -155,8 +156,8 @@ def discovery(
             starts.append(np.clip(warm, model.bounds[:, 0], model.bounds[:, 1]))
     # observed data: free fit and mu = 0 fit; the free fit is refitted from the mu = 0
     # minimum when that point is lower (it is a feasible point of the free fit)
-    free = _best_fit(model, starts)
-    cond0 = _best_fit(
+    free = global_fit(model, starts)
+    cond0 = global_fit(
         model, [_with_poi(nominal, poi, 0.0), _with_poi(free.pars, poi, 0.0)], fixed_poi=0.0
     )
     free = _lower(model, [free], [cond0.pars])
@@ -169,7 +170,7 @@ def discovery(
         q0 = 0.0
     # Asimov data of the signal hypothesis mu'
     if expected == "aposteriori":
-        gen = _best_fit(
+        gen = global_fit(
             model, [_with_poi(nominal, poi, mu1), _with_poi(free.pars, poi, mu1)], fixed_poi=mu1
         )
         if not gen.success:
@@ -179,7 +180,7 @@ def discovery(
         pars_a = _with_poi(nominal, poi, mu1)
     data_a, aux_a = asimov_data(model, pars_a)
     nll_a_free = model.twice_nll(pars_a, data_a, aux_a, stable=True)
-    cond0_a = _best_fit(
+    cond0_a = global_fit(
         model,
         [_with_poi(nominal, poi, 0.0), _with_poi(pars_a, poi, 0.0), cond0.pars],
         data=data_a,

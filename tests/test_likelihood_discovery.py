@@ -59,7 +59,8 @@ def test_counting_experiment_matches_the_closed_forms(n: float, s: float, b: flo
     assert r.z_exp[2] == pytest.approx(z_a, rel=1e-8)
     np.testing.assert_allclose(r.z_exp, [z_a - 2, z_a - 1, z_a, z_a + 1, z_a + 2], rtol=1e-8)
     np.testing.assert_allclose(r.p0_exp, ndtr(-np.asarray(r.z_exp)), rtol=1e-12)
-    assert r.mu_hat == pytest.approx((n - b) / s, rel=1e-6)
+    # the fits stop at edm < EDM_TOLERANCE: mu_hat is known to ~1e-4 of its width there
+    assert r.mu_hat == pytest.approx((n - b) / s, abs=1e-4 * math.sqrt(n) / s)
     # Asimov with a smaller signal: less expected significance
     r_half = discovery(likelihood.compile(_counting(n, s, b)), asimov_mu=0.5)
     z_half = math.sqrt(2.0 * ((0.5 * s + b) * math.log(1.0 + 0.5 * s / b) - 0.5 * s))
