@@ -30,11 +30,22 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (RecastError, LikelihoodError) as err:
             log.debug("error details", exc_info=True)
-            click.echo(f"Error: {err}", err=True)
+            click.echo(f"Error: {getattr(err, 'cli_message', None) or err}", err=True)
+            ctx.exit(1)
+        except OSError as err:  # a file-system error no command turned into its own words
+            log.debug("error details", exc_info=True)
+            click.echo(f"Error: {_os_error(err)}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+
+
+def _os_error(err: OSError) -> str:
+    """``path: cause`` of an OSError, in one line (``Read-only file system``, ``No space...``)."""
+    cause = err.strerror or " ".join(str(err).split()) or type(err).__name__
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {cause}" if paths else cause
 
 
 def _configure_logging(verbose: int, quiet: int) -> None:
@@ -602,8 +613,15 @@ def scan_command(
         previous = None
     try:
         with contextlib.ExitStack() as stack:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            stack.enter_context(logging_redirect_tqdm())  # log lines above the bar
             pool = None
             if executor == "dask":
+                # distributed logs INFO lines in every process it starts: show them with -v
+                # only (the environment reaches the worker processes too)
+                level = logging.getLevelName(max(logging.getLogger().level, logging.INFO))
+                os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", level.lower())
                 client = stack.enter_context(dask_client(scheduler, n_workers=jobs))
                 pool = client.get_executor()
             try:
@@ -656,7 +674,8 @@ def scan_command(
         click.echo((best if best is not None else df).to_csv(index=False), nl=False)
 
     s = df.attrs.get("summary", {})
-    failed_kinds = {k: v for k, v in s.get("statuses", {}).items() if k not in ("ok", "no_signal")}
+    statuses = s.get("statuses", {})
+    failed_kinds = {k: v for k, v in statuses.items() if k not in ("ok", "no_signal")}
     detail = ", ".join(f"{v} {k}" for k, v in sorted(failed_kinds.items()))
     wall = s.get("wall_seconds", float("nan"))
     click.echo(
@@ -666,6 +685,18 @@ def scan_command(
         + (f"; results in {output}" if output else ""),
         err=True,
     )
+    n_error = int(statuses.get("error", 0))
+    if n_error:
+        click.echo(
+            f"Error: {n_error} point(s) have status error (see their message); "
+            + (
+                "run the same command with --resume to compute them again"
+                if output
+                else "write the results with -o FILE, then --resume computes only those again"
+            ),
+            err=True,
+        )
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ class ResultFile:
         self.path = Path(path)
         self.format = result_format(self.path)
         self.columns = list(columns)
-        self._fh: io.TextIOWrapper | None = None
+        self._fd: int | None = None
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -217,18 +217,38 @@ class ResultFile:
         return pd.DataFrame.from_records(records, columns=columns)
 
     # -- writing --------------------------------------------------------------------------
+    def _write_error(self, path: Path, err: OSError, what: str) -> ScanError:
+        cause = err.strerror or " ".join(str(err).split()) or type(err).__name__
+        error = ScanError(
+            f"{path}: cannot {what}: {cause}; the finished points are kept (free space or "
+            "choose a writable output, then resume=True continues the scan)"
+        )
+        error.cli_message = (
+            f"{path}: cannot {what}: {cause}; the finished points are kept (free space or "
+            "choose a writable -o, then run the same command with --resume)"
+        )
+        return error
+
     def start(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Begin a run: rewrite the journal atomically with ``rows``, then open it to append."""
         rows = list(rows)
-        if self.format == "csv":
-            atomic_write_text(self.journal, _csv_lines(rows, self.columns, header=True))
-        else:
-            atomic_write_text(self.journal, "".join(_json_line(r, self.columns) for r in rows))
-        self._fh = open(self.journal, "a", encoding="utf-8", newline="")
+        try:
+            if self.format == "csv":
+                atomic_write_text(self.journal, _csv_lines(rows, self.columns, header=True))
+            else:
+                atomic_write_text(self.journal, "".join(_json_line(r, self.columns) for r in rows))
+            self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
+        except OSError as err:
+            raise self._write_error(self.journal, err, "write the results") from None
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append finished rows and push them to disk (flush + fsync)."""
-        if self._fh is None:
+        """Append finished rows and push them to disk (fsync); all or nothing.
+
+        A write that fails (disk full) is undone by truncating the file back to its size
+        before the write, so the file never ends with a partial row; a ScanError names
+        the file and the cause.
+        """
+        if self._fd is None:
             raise RuntimeError("ResultFile.append before start")
         if self.format == "csv":
             text = _csv_lines(rows, self.columns, header=False)
@@ -236,26 +256,43 @@ class ResultFile:
             text = "".join(_json_line(r, self.columns) for r in rows)
         if not text:
             return
-        self._fh.write(text)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        data = memoryview(text.encode("utf-8"))
+        fd = self._fd
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise self._write_error(self.journal, err, "append to the results") from None
 
     def close(self) -> None:
         """Close the journal (idempotent)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def finalize(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Rewrite the output atomically with ``rows`` (grid order); drop the journal."""
+        """Rewrite the output atomically with ``rows`` (grid order); drop the journal.
+
+        Raises ScanError naming the file when it cannot be written; the journal (for
+        ``.csv`` / ``.jsonl`` the output itself) then still holds every finished row.
+        """
         self.close()
         rows = list(rows)
-        if self.format == "csv":
-            atomic_write_text(self.path, _csv_lines(rows, self.columns, header=True))
-        elif self.format == "jsonl":
-            atomic_write_text(self.path, "".join(_json_line(r, self.columns) for r in rows))
-        else:
-            body = ",\n".join(_json_line(r, self.columns).rstrip("\n") for r in rows)
-            atomic_write_text(self.path, f"[\n{body}\n]\n" if rows else "[]\n")
+        try:
+            if self.format == "csv":
+                atomic_write_text(self.path, _csv_lines(rows, self.columns, header=True))
+            elif self.format == "jsonl":
+                atomic_write_text(self.path, "".join(_json_line(r, self.columns) for r in rows))
+            else:
+                body = ",\n".join(_json_line(r, self.columns).rstrip("\n") for r in rows)
+                atomic_write_text(self.path, f"[\n{body}\n]\n" if rows else "[]\n")
+        except OSError as err:
+            raise self._write_error(self.path, err, "write the results") from None
+        if self.format == "json":
             with contextlib.suppress(FileNotFoundError):
                 self.journal.unlink()
