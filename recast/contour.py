@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from recast._io import atomic_write
-from recast.errors import ContourError
+from recast.errors import ContourError, cli_worded
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -364,18 +364,25 @@ def _check_duplicates(frame: pd.DataFrame, columns: Sequence[str]) -> None:
     if dup.any():
         first = {k: float(v) for k, v in frame.loc[dup, list(columns)].iloc[0].items()}
         times = int((frame[list(columns)] == pd.Series(first)).all(axis=1).sum())
+        multi = "region" in frame.columns
         hint = (
             "the table holds several regions (column 'region'): take the best expected "
-            "region per point with recast.best_expected(results) (CLI: --best-expected) or "
-            "select one with where=\"region == '...'\""
-            if "region" in frame.columns
-            else "select one slice of the other labels with where=... (CLI: --where), "
-            'e.g. where="m_N1 == 60"'
+            "region per point with recast.best_expected(results) or select one with "
+            "where=\"region == '...'\""
+            if multi
+            else 'select one slice of the other labels with where=..., e.g. where="m_N1 == 60"'
         )
-        raise ContourError(
+        cli_hint = (
+            "the table holds several regions (column 'region'): add --best-expected (the best "
+            "expected region per point) or select one with --where \"region == '...'\""
+            if multi
+            else 'select one slice of the other labels with --where, e.g. --where "m_N1 == 60"'
+        )
+        text = (
             f"{int(dup.sum())} of {len(frame)} rows repeat a {' / '.join(columns)} value (e.g. "
-            f"{first} appears {times} times): a contour needs one CLs value per point; {hint}"
+            f"{first} appears {times} times): a contour needs one CLs value per point; "
         )
+        raise cli_worded(ContourError(text + hint), text + cli_hint)
 
 
 class _Axis(NamedTuple):
@@ -1041,17 +1048,25 @@ def _slice_1d(
     dup = frame.duplicated(subset=[x], keep=False)
     if dup.any():
         value = float(frame.loc[dup, x].iloc[0])
+        multi = "region" in frame.columns
         hint = (
             "pick one region (where=\"region == '...'\") or the best expected per point "
             "(recast.best_expected)"
-            if "region" in frame.columns
+            if multi
             else 'select one slice of the other labels with where=..., e.g. where="m2 == 0"'
         )
-        raise ContourError(
+        cli_hint = (
+            "add --best-expected (the best expected region per point) or pick one region "
+            "with --where \"region == '...'\""
+            if multi
+            else 'select one slice of the other labels with --where, e.g. --where "m2 == 0"'
+        )
+        text = (
             f"{x} = {value!r} appears in {int((frame[x] == value).sum())} rows ({int(dup.sum())} "
             f"of {len(frame)} rows repeat a {x} value): a CLs-versus-{x} plot needs one row "
-            f"per {x}; {hint}"
+            f"per {x}; "
         )
+        raise cli_worded(ContourError(text + hint), text + cli_hint)
     if len(frame) < 2:
         raise ContourError(f"only {len(frame)} usable point(s) along {x}: need at least 2")
     if logx and (frame[x] <= 0).any():

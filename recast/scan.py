@@ -88,6 +88,7 @@ class _Grid(NamedTuple):
     labels: list[str]
     source: str
     digest: str
+    bkg_source: str = ""  # where the background-only workspace came from, for messages
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,11 +210,14 @@ def _verify_digest(grid: _Grid) -> None:
         return
     expected = str(digests["sha256"]).lower()
     if expected != grid.digest:
-        raise ScanError(
+        text = (
             f"{grid.source}: /metadata/digests/sha256 is {expected}, but the background-only "
             f"workspace has sha256 {grid.digest}: the patches were made for another BkgOnly. "
-            "Use the BkgOnly.json published with this patchset, or pass verify=False "
-            "(--no-verify) if you know they belong together"
+            "Use the BkgOnly.json published with this patchset, or pass "
+        )
+        raise cli_worded(
+            ScanError(text + "verify=False if you know they belong together"),
+            text + "--no-verify if you know they belong together",
         )
 
 
@@ -256,7 +260,7 @@ def _grid(
                 f"per point of the patchset (labels {names})"
             )
         names = list(labels)
-    return _Grid(region, bkgonly, patchset, names, ps_source, digest(bkgonly).lower())
+    return _Grid(region, bkgonly, patchset, names, ps_source, digest(bkgonly).lower(), source)
 
 
 def _resolve_grids(bkgonly: Any, patchset: Any, labels: Sequence[str] | None) -> list[_Grid]:
@@ -317,29 +321,31 @@ def _select(
         if unknown:
             hints = difflib.get_close_matches(unknown[0], sorted(known), n=3)
             hint = f"; did you mean {', '.join(hints)}?" if hints else ""
-            raise ScanError(
-                f"points: no patch named {', '.join(map(repr, unknown[:5]))} in the patchset "
+            text = (
+                f"no patch named {', '.join(map(repr, unknown[:5]))} in the patchset "
                 f"({len(known)} patches){hint}"
             )
+            raise cli_worded(ScanError(f"points: {text}"), f"--points: {text}")
         mask &= table["patch"].isin(names)
     if where:
         public = table.drop(columns=["_grid", "_patch"])
         try:
             result = public.eval(where, engine="python")
         except pd.errors.UndefinedVariableError as err:
-            raise ScanError(
-                f"where {where!r}: {err}; the columns are {', '.join(public.columns)}"
-            ) from err
+            text = f"{where!r}: {err}; the columns are {', '.join(public.columns)}"
+            raise cli_worded(ScanError(f"where {text}"), f"--where {text}") from err
         except Exception as err:  # pandas raises many kinds for a bad expression
-            raise ScanError(
-                f"where {where!r} is not a valid pandas query on the columns "
+            text = (
+                f"{where!r} is not a valid pandas query on the columns "
                 f"{', '.join(public.columns)}: {type(err).__name__}: {err}"
-            ) from err
+            )
+            raise cli_worded(ScanError(f"where {text}"), f"--where {text}") from err
         if not isinstance(result, pd.Series) or result.dtype != bool:
-            raise ScanError(
-                f"where {where!r} must be a condition (true/false per point), e.g. "
+            text = (
+                f"{where!r} must be a condition (true/false per point), e.g. "
                 f"'{(public.columns[-1])} > 500'"
             )
+            raise cli_worded(ScanError(f"where {text}"), f"--where {text}")
         mask &= result
     return mask
 
@@ -863,9 +869,15 @@ def _check_options(
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ScanError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if resume and overwrite:
-        raise ScanError("resume and overwrite exclude each other: choose one")
+        raise cli_worded(
+            ScanError("resume and overwrite exclude each other: choose one"),
+            "--resume and --overwrite exclude each other: choose one",
+        )
     if resume and output is None:
-        raise ScanError("resume needs the output file of the earlier run (-o results.csv)")
+        raise cli_worded(
+            ScanError("resume=True needs output=, the result file of the earlier run"),
+            "--resume needs the output file of the earlier run: add -o results.csv",
+        )
     if output is not None:
         result_format(output)
 
@@ -958,7 +970,9 @@ def _scan(
         rows = [i for i in todo if table.at[i, "_grid"] == gi]
         if not rows:
             continue
-        payload = BackgroundPayload.from_spec(g.bkgonly, g.digest, g.region or g.source)
+        payload = BackgroundPayload.from_spec(
+            g.bkgonly, g.digest, g.region or g.bkg_source or g.source
+        )
         patches = g.patchset["patches"]
         sizes = _chunk_sizes(len(rows), n_workers, chunk_size)
         for chunk in _chunks(table, rows, g.labels, sizes):
@@ -1107,14 +1121,15 @@ def _poi_bounds(bkgonly: Mapping[str, Any], measurement: str | None) -> tuple[st
 def _check_mu(grid: _Grid, mu: float, measurement: str | None) -> None:
     """Refuse a tested mu below the lower bound of the POI (no fit can reach it)."""
     poi, low, high = _poi_bounds(grid.bkgonly, measurement)
+    source = grid.region or grid.bkg_source or grid.source
     if mu < low:
         raise cli_worded(
             ScanError(
                 f"mu={mu:g} is below the lower bound {low:g} of the parameter of interest "
-                f"{poi!r} ({grid.source}: bounds [{low:g}, {high:g}]); test mu >= {low:g}"
+                f"{poi!r} ({source}: bounds [{low:g}, {high:g}]); test mu >= {low:g}"
             ),
             f"--mu {mu:g} is below the lower bound {low:g} of the parameter of interest "
-            f"{poi!r} ({grid.source}: bounds [{low:g}, {high:g}]); give --mu >= {low:g}",
+            f"{poi!r} ({source}: bounds [{low:g}, {high:g}]); give --mu >= {low:g}",
         )
     if mu > high:
         log.warning(
@@ -1123,7 +1138,7 @@ def _check_mu(grid: _Grid, mu: float, measurement: str | None) -> None:
             mu,
             high,
             poi,
-            grid.source,
+            source,
         )
 
 
