@@ -875,7 +875,7 @@ def _check_options(
         )
     if resume and output is None:
         raise cli_worded(
-            ScanError("resume=True needs output=, the result file of the earlier run"),
+            ScanError("resume needs the output file of the earlier run: pass output="),
             "--resume needs the output file of the earlier run: add -o results.csv",
         )
     if output is not None:
