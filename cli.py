@@ -193,9 +193,20 @@ def cache_list_command(cache_dir: str | None, as_json: bool) -> None:
         click.echo(f"cache {root} is empty")
         return
     for e in entries.itertuples(index=False):
-        size = f"{(e.size or 0) / 1024**2:.1f} MiB"
+        size = _human_size(e.size or 0)
         click.echo(f"{e.key}  {size:>10}  {e.time}  {e.source}")
     click.echo(f"\n{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {root}")
+
+
+def _human_size(n: float) -> str:
+    """Bytes in SI units, as ``ls -h --si`` / ``du --si``: ``512 B``, ``8.8 kB``, ``394 MB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            break
+        n /= 1000
+    if unit == "B":
+        return f"{int(n)} B"
+    return f"{n:.1f} {unit}" if abs(n) < 100 else f"{n:.0f} {unit}"
 
 
 @cache_group.command("clear")
