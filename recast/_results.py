@@ -95,6 +95,13 @@ def _complete_lines(text: str) -> str:
     return text
 
 
+def _start_over(text: str) -> ScanError:
+    """The error for an output that is not ours, worded for the API and for the CLI."""
+    error = ScanError(f"{text}; choose another output file or start over with overwrite=True")
+    error.cli_message = f"{text}; choose another -o file or start over with --overwrite"
+    return error
+
+
 def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a whole result table atomically, in the format of the suffix of ``path``."""
     rf = ResultFile(path, [str(c) for c in table.columns])
@@ -170,10 +177,7 @@ class ResultFile:
             # which reads back exactly what repr() wrote
             df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
         except (ValueError, pd.errors.ParserError) as err:
-            raise ScanError(
-                f"{path}: not a recastkit result table ({err}); choose another output file "
-                "or start over with --overwrite"
-            ) from err
+            raise _start_over(f"{path}: not a recastkit result table ({err})") from err
         return df
 
     def _read_jsonl(self, path: Path) -> pd.DataFrame:
@@ -185,10 +189,7 @@ class ResultFile:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ScanError(
-                    f"{path}, line {lineno}: not a JSON object ({err.msg}); choose another "
-                    "output file or start over with --overwrite"
-                ) from err
+                raise _start_over(f"{path}, line {lineno}: not a JSON object ({err.msg})") from err
             if not isinstance(rec, dict):
                 raise ScanError(f"{path}, line {lineno}: expected a JSON object per line")
             records.append(rec)
@@ -199,10 +200,7 @@ class ResultFile:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ScanError(
-                f"{path}: malformed JSON at line {err.lineno} ({err.msg}); choose another "
-                "output file or start over with --overwrite"
-            ) from err
+            raise _start_over(f"{path}: malformed JSON at line {err.lineno} ({err.msg})") from err
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise ScanError(f"{path}: expected a JSON array of row objects")
         return self._records_frame(records)

@@ -37,7 +37,7 @@ import pandas as pd
 
 from likelihood.errors import LikelihoodError
 from recast._io import atomic_write_text
-from recast.errors import MappingError, RecastError, YieldsError
+from recast.errors import MappingError, RecastError, YieldsError, cli_worded
 from recast.yields import (
     check_yields,
     label_columns,
@@ -904,9 +904,10 @@ def make_patchset(
         patches.append({"metadata": {"name": name, "values": list(values)}, "patch": ops})
 
     if hepdata is None:
-        raise RecastError(
-            "the PatchSet format requires metadata.references.hepdata: give the analysis' INSPIRE "
-            "id (hepdata='ins1755298', --hepdata ins1755298)"
+        text = "the PatchSet format requires metadata.references.hepdata: give the analysis' "
+        raise cli_worded(
+            RecastError(text + "INSPIRE id, e.g. hepdata='ins1755298'"),
+            text + "INSPIRE id, e.g. --hepdata ins1755298",
         )
     mode = (
         f"template mode from {Path(tsource).name if tsource else 'a template'}"

@@ -651,11 +651,17 @@ def _previous_rows(
     if prev.empty:
         return {}
     if set(prev.columns) != set(columns):
-        raise ScanError(
+        text = (
             f"{rf.path}: its columns {list(prev.columns)} differ from this scan's "
-            f"{list(columns)}: it was written with other options (--upper-limit, regions, "
-            "labels). Resume with the same options, choose another output file, or start over "
-            "with --overwrite"
+            f"{list(columns)}: it was written with other options ("
+        )
+        raise cli_worded(
+            ScanError(
+                text + "upper_limit, regions, labels). Resume with the same options, choose "
+                "another output file, or start over with overwrite=True"
+            ),
+            text + "--upper-limit, regions, labels). Resume with the same options, choose "
+            "another -o file, or start over with --overwrite",
         )
     key_cols = ["region", "patch"] if multi else ["patch"]
     index = {
@@ -682,10 +688,13 @@ def _previous_rows(
         row["message"] = message if isinstance(message, str) else ""
         rows[i] = row
     if foreign:
-        raise ScanError(
+        text = (
             f"{rf.path}: {len(foreign)} row(s) name points that are not in this grid (e.g. "
-            f"{'/'.join(foreign[0])}); it holds another scan. Choose another output file or "
-            "start over with --overwrite"
+            f"{'/'.join(foreign[0])}); it holds another scan. Choose another "
+        )
+        raise cli_worded(
+            ScanError(text + "output file or start over with overwrite=True"),
+            text + "-o file or start over with --overwrite",
         )
     return rows
 
