@@ -1121,7 +1121,7 @@ def _poi_bounds(bkgonly: Mapping[str, Any], measurement: str | None) -> tuple[st
     low, high = 0.0, 10.0
     for par in config.get("parameters", []) if isinstance(config, Mapping) else []:
         if isinstance(par, Mapping) and par.get("name") == poi:
-            bounds = par.get("bounds")
+            bounds: Any = par.get("bounds")
             with contextlib.suppress(TypeError, ValueError, IndexError):
                 low, high = float(bounds[0][0]), float(bounds[0][1])
     return str(poi), low, high
