@@ -523,12 +523,17 @@ class _Runner:
             )
         self.executor = self.own_pool
 
-    def _submit(self, tasks: Sequence[ChunkTask]) -> None:
+    def _submit(self, tasks: Sequence[ChunkTask]) -> list[ChunkTask]:
+        """Submit ``tasks``; return those that could not be (the pool broke meanwhile)."""
         assert self.executor is not None
         # our own pool starts its workers on demand while tasks are submitted
         with _pinned_threads() if self.own_pool is not None else contextlib.nullcontext():
-            for task in tasks:
-                self.futures[self.executor.submit(_evaluate_chunk, task)] = task
+            for k, task in enumerate(tasks):
+                try:
+                    self.futures[self.executor.submit(_evaluate_chunk, task)] = task
+                except BrokenProcessPool:
+                    return list(tasks[k:])
+        return []
 
     def run(self, tasks: Sequence[ChunkTask]) -> Iterator[tuple[ChunkTask, Any]]:
         """Yield ``(task, rows or exception)`` as tasks finish."""
@@ -540,9 +545,11 @@ class _Runner:
                     yield task, err
             return
         attempts = {id(task): 1 for task in tasks}
-        self._submit(tasks)
-        while self.futures:
-            done, _ = wait(list(self.futures), timeout=0.5, return_when=FIRST_COMPLETED)
+        unsent = self._submit(tasks)
+        while self.futures or unsent:
+            done: set[Future] = set()
+            if not unsent:
+                done, _ = wait(list(self.futures), timeout=0.5, return_when=FIRST_COMPLETED)
             lost: list[ChunkTask] = []
             for fut in done:
                 task = self.futures.pop(fut)
@@ -555,7 +562,7 @@ class _Runner:
                     yield task, err
                     continue
                 yield task, rows
-            if not lost:
+            if not lost and not unsent:
                 continue
             # the pool is broken: every chunk still out fails the same way
             for fut, task in list(self.futures.items()):
@@ -568,7 +575,10 @@ class _Runner:
                 else:
                     yield task, rows
             self.futures.clear()
-            retry = [t for t in lost if attempts[id(t)] < _MAX_ATTEMPTS]
+            retry = [t for t in unsent if attempts[id(t)] < _MAX_ATTEMPTS]  # never started
+            lost.extend(t for t in unsent if attempts[id(t)] >= _MAX_ATTEMPTS)
+            unsent = []
+            retry.extend(t for t in lost if attempts[id(t)] < _MAX_ATTEMPTS)
             for task in lost:
                 if attempts[id(task)] >= _MAX_ATTEMPTS:
                     yield (
@@ -593,7 +603,7 @@ class _Runner:
             self._start_pool()
             for task in retry:
                 attempts[id(task)] += 1
-            self._submit(retry)
+            unsent = self._submit(retry)
 
     def _kill_pool(self) -> None:
         if self.own_pool is None:

@@ -198,6 +198,18 @@ def test_make_patch_output_on_a_read_only_mount(tmp_path, repo_root):
         assert list(ro.iterdir()) == []
 
 
+def test_make_patch_on_a_full_disk_writes_nothing(tmp_path, repo_root):
+    grids = repo_root / "grids"
+    subprocess.run(["tar", "xzf", str(repo_root / "fixtures" / "toy_hepdata_archive.tar.gz"),
+                    "-C", str(tmp_path)], check=True)  # fmt: skip
+    args = ("make-patch", tmp_path / "ToyAnalysis" / "BkgOnly.json", grids / "yields.csv",
+            "--mapping", grids / "mapping.json", "--hepdata", "ins0000000")  # fmt: skip
+    with tmpfs(tmp_path / "full", "size=64k") as full:
+        (full / "filler").write_bytes(b"\0" * (64 - 8) * 1024)
+        one_line_error(run(*args, "-o", full / "p.json"), str(full / "p.json"), "No space left")
+        assert [p.name for p in full.iterdir()] == ["filler"]  # no partial or temporary file
+
+
 def test_full_disk_stops_the_scan_cleanly_and_resume_recovers(tmp_path):
     bkg, ps = small_grid(tmp_path / "in", n=40)
     reference = tmp_path / "ref.csv"
