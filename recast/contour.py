@@ -411,9 +411,10 @@ def _axis(values: np.ndarray, name: str, log_axis: bool) -> _Axis:
         )
     lo, hi = float(values.min()), float(values.max())
     if not hi > lo:
-        raise ContourError(
-            f"every point has {name} = {lo!r}: a contour needs a 2-D grid; for a 1-D scan "
-            "draw CLs against the other label with plot_brazil (CLI: omit -y)"
+        text = f"every point has {name} = {lo!r}: a contour needs a 2-D grid; for a 1-D scan "
+        raise cli_worded(
+            ContourError(text + "draw CLs against the other label with plot_brazil"),
+            text + "draw CLs against the other label: omit -y (a Brazil plot)",
         )
     return _Axis(lo, hi, log_axis)
 

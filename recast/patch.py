@@ -786,10 +786,14 @@ def make_patchset(
             fixed_template = _parse_template_patch(found[0], ws, tsource)
         elif tlabels != labels:
             if len(tlabels) != len(labels):
-                raise MappingError(
+                text = (
                     f"{tsource}: the template has {len(tlabels)} labels {tlabels}, the yields "
                     f"{len(labels)} {labels}; the nearest template point is found by label "
-                    "values: name the template point instead (--template PATCHSET:NAME)"
+                    "values: name the template point instead "
+                )
+                raise cli_worded(
+                    MappingError(text + "(template_point='NAME')"),
+                    text + "(--template PATCHSET:NAME)",
                 )
             log.warning(
                 "template labels %s differ from the yields' labels %s: matched by position (%s)",
