@@ -159,15 +159,17 @@ def example_data(root: str | os.PathLike[str] | None = None) -> ExampleData:
     )
 
 
-def _kernels_cached() -> bool:
-    """True when numba's on-disk cache holds kernels of every jitted module of likelihood.
+def _kernels_cached(package: Path | None = None) -> bool:
+    """True when numba's on-disk cache holds kernels of every jitted module of ``package``.
 
     numba writes ``<module>.<function>-<line>.pyXY.nbi`` index files into the module's
     ``__pycache__`` (or ``$NUMBA_CACHE_DIR``); an index older than its source is stale.
+    ``package`` defaults to the folder of :mod:`likelihood`.
     """
-    import likelihood
+    if package is None:
+        import likelihood
 
-    package = Path(likelihood.__file__).parent
+        package = Path(likelihood.__file__).parent
     folders = [package / "__pycache__"]
     cache_dir = os.environ.get("NUMBA_CACHE_DIR")
     if cache_dir:

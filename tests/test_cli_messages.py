@@ -75,3 +75,24 @@ def test_usage_errors_exit_2_and_errors_exit_1(tmp_path):
     bad.write_text(json.dumps({"channels": []}))
     result = runner.invoke(main, ["scan", str(bad), str(bad)])
     assert result.exit_code == 1 and result.stderr.startswith("Error: ")
+
+
+def test_demo_mentions_compiling_only_with_a_cold_numba_cache(tmp_path, monkeypatch):
+    import os
+
+    from recast.demo import _kernels_cached
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    source = tmp_path / "kernels.py"
+    source.write_text("from numba import njit\n\n@njit(cache=True)\ndef f(x):\n    return x\n")
+    (tmp_path / "plain.py").write_text("x = 1\n")
+    assert not _kernels_cached(tmp_path)  # nothing compiled yet
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    index = cache / "kernels.f-3.py311.nbi"
+    index.write_bytes(b"")
+    os.utime(source, (1_000_000, 1_000_000))
+    assert _kernels_cached(tmp_path)
+    os.utime(source, None)  # the source changed after the compilation: stale
+    os.utime(index, (1_000_000, 1_000_000))
+    assert not _kernels_cached(tmp_path)
