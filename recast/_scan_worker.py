@@ -327,9 +327,9 @@ def _evaluate_point(
         log.debug("point %s: arithmetic failure", point.name, exc_info=True)
         row["status"] = "fit_failed"
         row["message"] = _one_line(
-            f"the CLs arithmetic broke down at mu={settings.mu:g} ({type(err).__name__}: "
-            f"{err}): the tested signal is far beyond what the data allow, so the "
-            "p-values underflow; test a smaller mu or check the signal yields"
+            f"the CLs arithmetic broke down at mu={settings.mu:g} ({err}): the tested signal "
+            "is far beyond what the data allow, so the p-values underflow; test a smaller mu "
+            "or check the signal yields"
         )
     except Exception as err:  # a failing point never stops the scan
         log.debug("point %s failed", point.name, exc_info=True)

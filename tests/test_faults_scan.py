@@ -369,9 +369,7 @@ def test_huge_mu_is_a_clear_status(shared_hepdata, tmp_path):
     assert "is above the upper bound 5 of 'mu_SIG' (" in proc.stderr
     (row,) = read_rows(out).values()
     assert row["status"] == "fit_failed", row
-    assert row["message"].startswith("the CLs arithmetic broke down at mu=1e+06") or (
-        "fit at mu=1e+06" in row["message"]
-    ), row["message"]
+    assert "mu=1e+06" in row["message"] and "Error" not in row["message"], row["message"]
     assert row["cls_obs"] == "" or math.isfinite(float(row["cls_obs"]))
 
 
