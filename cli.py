@@ -32,9 +32,20 @@ class _Group(click.Group):
             log.debug("error details", exc_info=True)
             click.echo(f"Error: {getattr(err, 'cli_message', None) or err}", err=True)
             ctx.exit(1)
+        except OSError as err:  # a file-system error no command turned into its own words
+            log.debug("error details", exc_info=True)
+            click.echo(f"Error: {_os_error(err)}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+
+
+def _os_error(err: OSError) -> str:
+    """``path: cause`` of an OSError, in one line (``Read-only file system``, ``No space...``)."""
+    cause = err.strerror or " ".join(str(err).split()) or type(err).__name__
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {cause}" if paths else cause
 
 
 def _configure_logging(verbose: int, quiet: int) -> None:
@@ -196,18 +207,20 @@ def cache_list_command(cache_dir: str | None, as_json: bool) -> None:
         click.echo(f"cache {root} is empty")
         return
     for e in entries.itertuples(index=False):
-        click.echo(f"{e.key}  {_human_size(e.size):>10}  {e.time}  {e.source}")
+        size = _human_size(e.size or 0)
+        click.echo(f"{e.key}  {size:>10}  {e.time}  {e.source}")
     click.echo(f"\n{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {root}")
 
 
-def _human_size(size: Any) -> str:
-    """``8.8 kB``-style sizes (powers of 1024, as `du -h`)."""
-    value = float(size or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"  # pragma: no cover
+def _human_size(n: float) -> str:
+    """Bytes in SI units, as ``ls -h --si`` / ``du --si``: ``512 B``, ``8.8 kB``, ``394 MB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            break
+        n /= 1000
+    if unit == "B":
+        return f"{int(n)} B"
+    return f"{n:.1f} {unit}" if abs(n) < 100 else f"{n:.0f} {unit}"
 
 
 @cache_group.command("verify")
@@ -753,8 +766,15 @@ def scan_command(
         previous = None
     try:
         with contextlib.ExitStack() as stack:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            stack.enter_context(logging_redirect_tqdm())  # log lines above the bar
             pool = None
             if executor == "dask":
+                # distributed logs INFO lines in every process it starts: show them with -v
+                # only (the environment reaches the worker processes too)
+                level = logging.getLevelName(max(logging.getLogger().level, logging.INFO))
+                os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", level.lower())
                 client = stack.enter_context(dask_client(scheduler, n_workers=jobs))
                 pool = client.get_executor()
             try:
@@ -810,7 +830,8 @@ def scan_command(
         click.echo((best if best is not None else df).to_csv(index=False), nl=False)
 
     s = df.attrs.get("summary", {})
-    failed_kinds = {k: v for k, v in s.get("statuses", {}).items() if k not in ("ok", "no_signal")}
+    statuses = s.get("statuses", {})
+    failed_kinds = {k: v for k, v in statuses.items() if k not in ("ok", "no_signal")}
     detail = ", ".join(f"{v} {k}" for k, v in sorted(failed_kinds.items()))
     wall = s.get("wall_seconds", float("nan"))
     click.echo(
@@ -820,6 +841,18 @@ def scan_command(
         + (f"; results in {output}" if output else ""),
         err=True,
     )
+    n_error = int(statuses.get("error", 0))
+    if n_error:
+        click.echo(
+            f"Error: {n_error} point(s) have status error (see their message); "
+            + (
+                "run the same command with --resume to compute them again"
+                if output
+                else "write the results with -o FILE, then --resume computes only those again"
+            ),
+            err=True,
+        )
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------------------

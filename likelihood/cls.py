@@ -70,6 +70,17 @@ class CLsResult(NamedTuple):
     message: str
     pars_free: np.ndarray
 
+    def __repr__(self) -> str:
+        exp = ", ".join(f"{v:.4g}" for v in self.cls_exp)
+        text = (
+            f"CLsResult(cls_obs={self.cls_obs:.4g}, cls_exp=({exp}), mu_hat={self.mu_hat:.4g}, "
+            f"status={self.status!r}"
+        )
+        if self.message:
+            text += f", message={self.message[:80] + ('...' if len(self.message) > 80 else '')!r}"
+        n = len(self.pars_free) if self.pars_free is not None else 0
+        return text + f", pars_free=<{n} parameters>)"
+
 
 class UpperLimitResult(NamedTuple):
     """Upper limit on mu at a CLs level.

@@ -57,7 +57,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = _target_mode(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:  # name the file the caller asked for, not the temporary name
+        raise type(err)(err.errno, err.strerror, str(target)) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -65,6 +68,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if err.errno is None:
+            raise
+        raise type(err)(err.errno, err.strerror, str(target)) from err
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

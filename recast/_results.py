@@ -95,6 +95,13 @@ def _complete_lines(text: str) -> str:
     return text
 
 
+def _start_over(text: str) -> ScanError:
+    """The error for an output that is not ours, worded for the API and for the CLI."""
+    error = ScanError(f"{text}; choose another output file or start over with overwrite=True")
+    error.cli_message = f"{text}; choose another -o file or start over with --overwrite"
+    return error
+
+
 def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a whole result table atomically, in the format of the suffix of ``path``."""
     rf = ResultFile(path, [str(c) for c in table.columns])
@@ -116,7 +123,7 @@ class ResultFile:
         self.path = Path(path)
         self.format = result_format(self.path)
         self.columns = list(columns)
-        self._fh: io.TextIOWrapper | None = None
+        self._fd: int | None = None
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -170,10 +177,7 @@ class ResultFile:
             # which reads back exactly what repr() wrote
             df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
         except (ValueError, pd.errors.ParserError) as err:
-            raise ScanError(
-                f"{path}: not a recastkit result table ({err}); choose another output file "
-                "or start over with --overwrite"
-            ) from err
+            raise _start_over(f"{path}: not a recastkit result table ({err})") from err
         return df
 
     def _read_jsonl(self, path: Path) -> pd.DataFrame:
@@ -185,10 +189,7 @@ class ResultFile:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ScanError(
-                    f"{path}, line {lineno}: not a JSON object ({err.msg}); choose another "
-                    "output file or start over with --overwrite"
-                ) from err
+                raise _start_over(f"{path}, line {lineno}: not a JSON object ({err.msg})") from err
             if not isinstance(rec, dict):
                 raise ScanError(f"{path}, line {lineno}: expected a JSON object per line")
             records.append(rec)
@@ -199,10 +200,7 @@ class ResultFile:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ScanError(
-                f"{path}: malformed JSON at line {err.lineno} ({err.msg}); choose another "
-                "output file or start over with --overwrite"
-            ) from err
+            raise _start_over(f"{path}: malformed JSON at line {err.lineno} ({err.msg})") from err
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise ScanError(f"{path}: expected a JSON array of row objects")
         return self._records_frame(records)
@@ -217,18 +215,38 @@ class ResultFile:
         return pd.DataFrame.from_records(records, columns=columns)
 
     # -- writing --------------------------------------------------------------------------
+    def _write_error(self, path: Path, err: OSError, what: str) -> ScanError:
+        cause = err.strerror or " ".join(str(err).split()) or type(err).__name__
+        error = ScanError(
+            f"{path}: cannot {what}: {cause}; the finished points are kept (free space or "
+            "choose a writable output, then resume=True continues the scan)"
+        )
+        error.cli_message = (
+            f"{path}: cannot {what}: {cause}; the finished points are kept (free space or "
+            "choose a writable -o, then run the same command with --resume)"
+        )
+        return error
+
     def start(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Begin a run: rewrite the journal atomically with ``rows``, then open it to append."""
         rows = list(rows)
-        if self.format == "csv":
-            atomic_write_text(self.journal, _csv_lines(rows, self.columns, header=True))
-        else:
-            atomic_write_text(self.journal, "".join(_json_line(r, self.columns) for r in rows))
-        self._fh = open(self.journal, "a", encoding="utf-8", newline="")
+        try:
+            if self.format == "csv":
+                atomic_write_text(self.journal, _csv_lines(rows, self.columns, header=True))
+            else:
+                atomic_write_text(self.journal, "".join(_json_line(r, self.columns) for r in rows))
+            self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
+        except OSError as err:
+            raise self._write_error(self.journal, err, "write the results") from None
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append finished rows and push them to disk (flush + fsync)."""
-        if self._fh is None:
+        """Append finished rows and push them to disk (fsync); all or nothing.
+
+        A write that fails (disk full) is undone by truncating the file back to its size
+        before the write, so the file never ends with a partial row; a ScanError names
+        the file and the cause.
+        """
+        if self._fd is None:
             raise RuntimeError("ResultFile.append before start")
         if self.format == "csv":
             text = _csv_lines(rows, self.columns, header=False)
@@ -236,26 +254,43 @@ class ResultFile:
             text = "".join(_json_line(r, self.columns) for r in rows)
         if not text:
             return
-        self._fh.write(text)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        data = memoryview(text.encode("utf-8"))
+        fd = self._fd
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise self._write_error(self.journal, err, "append to the results") from None
 
     def close(self) -> None:
         """Close the journal (idempotent)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def finalize(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Rewrite the output atomically with ``rows`` (grid order); drop the journal."""
+        """Rewrite the output atomically with ``rows`` (grid order); drop the journal.
+
+        Raises ScanError naming the file when it cannot be written; the journal (for
+        ``.csv`` / ``.jsonl`` the output itself) then still holds every finished row.
+        """
         self.close()
         rows = list(rows)
-        if self.format == "csv":
-            atomic_write_text(self.path, _csv_lines(rows, self.columns, header=True))
-        elif self.format == "jsonl":
-            atomic_write_text(self.path, "".join(_json_line(r, self.columns) for r in rows))
-        else:
-            body = ",\n".join(_json_line(r, self.columns).rstrip("\n") for r in rows)
-            atomic_write_text(self.path, f"[\n{body}\n]\n" if rows else "[]\n")
+        try:
+            if self.format == "csv":
+                atomic_write_text(self.path, _csv_lines(rows, self.columns, header=True))
+            elif self.format == "jsonl":
+                atomic_write_text(self.path, "".join(_json_line(r, self.columns) for r in rows))
+            else:
+                body = ",\n".join(_json_line(r, self.columns).rstrip("\n") for r in rows)
+                atomic_write_text(self.path, f"[\n{body}\n]\n" if rows else "[]\n")
+        except OSError as err:
+            raise self._write_error(self.path, err, "write the results") from None
+        if self.format == "json":
             with contextlib.suppress(FileNotFoundError):
                 self.journal.unlink()

@@ -16,12 +16,16 @@ A point never raises: every failure becomes a row with a ``status`` and a ``mess
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import json
 import logging
 import math
 import os
 import signal
+import sys
+import threading
 import time
 import zlib
 from collections import OrderedDict
@@ -81,6 +85,9 @@ THREAD_ENV: dict[str, str] = {
 # How many compiled backgrounds a worker keeps (a multi-region scan cycles through a few).
 _CACHE_SIZE = 8
 _BACKGROUNDS: OrderedDict[tuple[str, str], Any] = OrderedDict()
+# The pid of the scan that started this worker (local pool only), watched between chunks.
+_PARENT_PID: int | None = None
+_PR_SET_PDEATHSIG = 1
 
 
 class BackgroundPayload(NamedTuple):
@@ -152,15 +159,21 @@ class ChunkTask(NamedTuple):
     core: Any = None
 
 
-def init_worker() -> None:
+def init_worker(parent_pid: int | None = None) -> None:
     """Initializer of the local worker processes.
 
     Pins BLAS / OpenMP / numba to one thread (the parent also sets these variables before
     the workers start, so that they apply when numpy is first imported) and ignores
     SIGINT: Ctrl-C in a terminal reaches the whole process group, and the parent alone
-    decides how to stop (cancel pending chunks, keep finished rows).  Then loads every
-    numba kernel of the fits (:func:`likelihood.fit.warm_up`).
+    decides how to stop (cancel pending chunks, keep finished rows).
+
+    With ``parent_pid`` (the scan process), the worker exits when its parent dies, even
+    by SIGKILL: on Linux the kernel sends it SIGKILL (``prctl(PR_SET_PDEATHSIG)``), and
+    everywhere a daemon thread and every chunk check that the parent is still there.
+
+    Then loads every numba kernel of the fits (:func:`likelihood.fit.warm_up`).
     """
+    global _PARENT_PID
     for key, value in THREAD_ENV.items():
         os.environ.setdefault(key, value)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -169,6 +182,59 @@ def init_worker() -> None:
     from likelihood.fit import warm_up
 
     warm_up()
+    if parent_pid is None:
+        return
+    _PARENT_PID = parent_pid
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # no libc / prctl: the watcher thread remains
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _exit_if_orphaned()  # the parent may have died before prctl took effect
+    threading.Thread(target=_watch_parent, name="recastkit-parent-watch", daemon=True).start()
+
+
+def _exit_if_orphaned() -> None:
+    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
+        os._exit(1)  # nobody will read our results; do not linger as an orphan
+
+
+def _watch_parent() -> None:
+    while True:
+        time.sleep(1.0)
+        _exit_if_orphaned()
+
+
+class _Collector(logging.Handler):
+    """Keeps the warnings of :mod:`likelihood` for the parent; passes the rest on."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            message = _one_line(record.getMessage())
+            if message not in self.messages:
+                self.messages.append(message)
+            return
+        for handler in logging.getLogger().handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+@contextlib.contextmanager
+def _collect_warnings() -> Any:
+    """Collect the warnings logged by :mod:`likelihood` (the parent says each once per scan)."""
+    logger = logging.getLogger("likelihood")
+    collector = _Collector()
+    propagate = logger.propagate
+    logger.addHandler(collector)
+    logger.propagate = False
+    try:
+        yield collector.messages
+    finally:
+        logger.removeHandler(collector)
+        logger.propagate = propagate
 
 
 def _core(task: ChunkTask) -> Any:
@@ -345,6 +411,14 @@ def _evaluate_point(
         # (InvalidWorkspace, with the JSON path and the value)
         row["status"] = "invalid_patch"
         row["message"] = _one_line(str(err))
+    except ArithmeticError as err:  # ZeroDivisionError, OverflowError: p-values underflow
+        log.debug("point %s: arithmetic failure", point.name, exc_info=True)
+        row["status"] = "fit_failed"
+        row["message"] = _one_line(
+            f"the CLs arithmetic broke down at mu={settings.mu:g} ({err}): the tested signal "
+            "is far beyond what the data allow, so the p-values underflow; test a smaller mu "
+            "or check the signal yields"
+        )
     except Exception as err:  # a failing point never stops the scan
         log.debug("point %s failed", point.name, exc_info=True)
         row["status"] = "error"
@@ -366,7 +440,9 @@ def _evaluate_chunk(task: ChunkTask) -> list[dict[str, Any]]:
     -------
     list of dict
         One row per point, with keys ``row``, ``patch``, the CLs columns, ``mu_hat``,
-        ``status``, ``message``, ``seconds`` (and the upper-limit columns when asked).
+        ``status``, ``message``, ``seconds`` (and the upper-limit columns when asked); the
+        first row may carry ``_warnings``, the warnings logged while computing the chunk
+        (the parent logs each once per scan).
 
     Raises
     ------
@@ -374,18 +450,22 @@ def _evaluate_chunk(task: ChunkTask) -> list[dict[str, Any]]:
         Only when the background-only workspace itself cannot be compiled; every failure
         of a point is reported in its row instead.
     """
+    _exit_if_orphaned()
     core = _core(task)
     start = time.perf_counter()
-    # A background that does not compile is an error of the whole scan, not of a point:
-    # it propagates, and the parent stops the scan with a clear message.
-    bkg = _background(task, core)
-    setup = time.perf_counter() - start
-    rows = []
-    warm: tuple[Any, Any] | None = None
-    for point in task.points:
-        row, warm = _evaluate_point(bkg, core, point, task.settings, warm)
-        rows.append(row)
+    with _collect_warnings() as warnings:
+        # A background that does not compile is an error of the whole scan, not of a
+        # point: it propagates, and the parent stops the scan with a clear message.
+        bkg = _background(task, core)
+        setup = time.perf_counter() - start
+        rows = []
+        warm: tuple[Any, Any] | None = None
+        for point in task.points:
+            row, warm = _evaluate_point(bkg, core, point, task.settings, warm)
+            rows.append(row)
     if rows:
         # the one-off compilation is part of the cost of the first point
         rows[0]["seconds"] += setup
+        if warnings:
+            rows[0]["_warnings"] = list(warnings)
     return rows

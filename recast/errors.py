@@ -18,11 +18,26 @@ __all__ = [
     "ContourError",
     "CombineError",
     "CacheError",
+    "cli_worded",
 ]
 
 
 class RecastError(Exception):
-    """Base class of every error raised by :mod:`recast`."""
+    """Base class of every error raised by :mod:`recast`.
+
+    ``str(err)`` speaks the Python API (``resume=True``, ``where="..."``).  When the fix
+    reads differently on the command line, :attr:`cli_message` holds the same error in
+    CLI words (``--resume``, ``--where``); the CLI prints that one.
+    """
+
+    #: The message in command-line words, or None when ``str(err)`` reads the same there.
+    cli_message: str | None = None
+
+
+def cli_worded(err: BaseException, cli: str) -> BaseException:
+    """Give ``err`` its command-line wording ``cli`` (the text the CLI prints); returns ``err``."""
+    err.cli_message = cli  # type: ignore[attr-defined]
+    return err
 
 
 class DownloadError(RecastError, OSError):

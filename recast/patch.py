@@ -39,7 +39,7 @@ from likelihood.errors import LikelihoodError
 from likelihood.validate import CHANNEL_REMOVE_PATH as _REMOVE_CHANNEL_RE
 from likelihood.validate import SAMPLE_ADD_PATH as _ADD_SAMPLE_RE
 from recast._io import atomic_write_text
-from recast.errors import MappingError, RecastError, YieldsError
+from recast.errors import MappingError, RecastError, YieldsError, cli_worded
 from recast.yields import (
     check_yields,
     label_columns,
@@ -798,10 +798,14 @@ def make_patchset(
             fixed_template = _parse_template_patch(found[0], ws, tsource)
         elif tlabels != labels:
             if len(tlabels) != len(labels):
-                raise MappingError(
+                text = (
                     f"{tsource}: the template has {len(tlabels)} labels {tlabels}, the yields "
                     f"{len(labels)} {labels}; the nearest template point is found by label "
-                    "values: name the template point instead (--template PATCHSET:NAME)"
+                    "values: name the template point instead "
+                )
+                raise cli_worded(
+                    MappingError(text + "(template_point='NAME')"),
+                    text + "(--template PATCHSET:NAME)",
                 )
             log.warning(
                 "template labels %s differ from the yields' labels %s: matched by position (%s)",
@@ -919,9 +923,10 @@ def make_patchset(
         patches.append({"metadata": meta, "patch": ops})
 
     if hepdata is None:
-        raise RecastError(
-            "the PatchSet format requires metadata.references.hepdata: give the analysis' INSPIRE "
-            "id (hepdata='ins1755298', --hepdata ins1755298)"
+        text = "the PatchSet format requires metadata.references.hepdata: give the analysis' "
+        raise cli_worded(
+            RecastError(text + "INSPIRE id, e.g. hepdata='ins1755298'"),
+            text + "INSPIRE id, e.g. --hepdata ins1755298",
         )
     mode = (
         f"template mode from {Path(tsource).name if tsource else 'a template'}"

@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,7 +45,7 @@ from recast._scan_worker import (
     _evaluate_chunk,
     init_worker,
 )
-from recast.errors import ScanError
+from recast.errors import ScanError, cli_worded
 
 __all__ = ["scan", "best_expected", "write_results", "dask_client", "ScanInterrupted", "STATUSES"]
 
@@ -65,6 +66,8 @@ STATUSES: tuple[str, ...] = (
 _TEST_STATS = ("qtilde", "q")
 _EXPECTED = ("aposteriori", "apriori")
 _MAX_CHUNK = 16
+#: How often a chunk is submitted when the worker computing it dies (SIGKILL, out of memory).
+_MAX_ATTEMPTS = 3
 
 
 class ScanInterrupted(KeyboardInterrupt):
@@ -151,11 +154,14 @@ def _verify_digest(grid: _Grid) -> None:
         return
     expected = str(digests["sha256"]).lower()
     if expected != grid.digest:
-        raise ScanError(
+        text = (
             f"{grid.source}: /metadata/digests/sha256 is {expected}, but the background-only "
             f"workspace has sha256 {grid.digest}: the patches were made for another BkgOnly. "
-            "Use the BkgOnly.json published with this patchset, or pass verify=False "
-            "(--no-verify) if you know they belong together"
+            "Use the BkgOnly.json published with this patchset, or pass "
+        )
+        raise cli_worded(
+            ScanError(text + "verify=False if you know they belong together"),
+            text + "--no-verify if you know they belong together",
         )
 
 
@@ -259,29 +265,31 @@ def _select(
         if unknown:
             hints = difflib.get_close_matches(unknown[0], sorted(known), n=3)
             hint = f"; did you mean {', '.join(hints)}?" if hints else ""
-            raise ScanError(
-                f"points: no patch named {', '.join(map(repr, unknown[:5]))} in the patchset "
+            text = (
+                f"no patch named {', '.join(map(repr, unknown[:5]))} in the patchset "
                 f"({len(known)} patches){hint}"
             )
+            raise cli_worded(ScanError(f"points: {text}"), f"--points: {text}")
         mask &= table["patch"].isin(names)
     if where:
         public = table.drop(columns=["_grid", "_patch"])
         try:
             result = public.eval(where, engine="python")
         except pd.errors.UndefinedVariableError as err:
-            raise ScanError(
-                f"where {where!r}: {err}; the columns are {', '.join(public.columns)}"
-            ) from err
+            text = f"{where!r}: {err}; the columns are {', '.join(public.columns)}"
+            raise cli_worded(ScanError(f"where {text}"), f"--where {text}") from err
         except Exception as err:  # pandas raises many kinds for a bad expression
-            raise ScanError(
-                f"where {where!r} is not a valid pandas query on the columns "
+            text = (
+                f"{where!r} is not a valid pandas query on the columns "
                 f"{', '.join(public.columns)}: {type(err).__name__}: {err}"
-            ) from err
+            )
+            raise cli_worded(ScanError(f"where {text}"), f"--where {text}") from err
         if not isinstance(result, pd.Series) or result.dtype != bool:
-            raise ScanError(
-                f"where {where!r} must be a condition (true/false per point), e.g. "
+            text = (
+                f"{where!r} must be a condition (true/false per point), e.g. "
                 f"'{(public.columns[-1])} > 500'"
             )
+            raise cli_worded(ScanError(f"where {text}"), f"--where {text}")
         mask &= result
     return mask
 
@@ -427,25 +435,49 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
 
 
 class _Runner:
-    """Submits chunk tasks to an executor (or runs them here) and yields finished rows."""
+    """Submits chunk tasks to an executor (or runs them here) and yields finished rows.
+
+    When a worker of our own pool dies (SIGKILL, the out-of-memory killer), the pool
+    breaks and every chunk not yet returned fails with ``BrokenProcessPool``: the runner
+    starts a new pool and submits those chunks again, up to ``_MAX_ATTEMPTS`` times per
+    chunk; a chunk is the same unit of work every time, so its numbers do not change.
+    """
 
     def __init__(self, executor: Any, jobs: int | None, n_tasks: int) -> None:
         self.own_pool: ProcessPoolExecutor | None = None
         self.executor: Executor | None = None
         self.futures: dict[Future, ChunkTask] = {}
+        self.n_workers = 0
         if executor is not None:
             self.executor = _as_executor(executor)
             return
         n = min(jobs or _default_jobs(), n_tasks)
         if n > 1:
-            # "spawn": fresh interpreters that read the one-thread variables at start-up.
-            with _pinned_threads():
-                self.own_pool = ProcessPoolExecutor(
-                    max_workers=n,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=init_worker,
-                )
-            self.executor = self.own_pool
+            self.n_workers = n
+            self._start_pool()
+
+    def _start_pool(self) -> None:
+        # "spawn": fresh interpreters that read the one-thread variables at start-up.
+        with _pinned_threads():
+            self.own_pool = ProcessPoolExecutor(
+                max_workers=self.n_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker,
+                initargs=(os.getpid(),),
+            )
+        self.executor = self.own_pool
+
+    def _submit(self, tasks: Sequence[ChunkTask]) -> list[ChunkTask]:
+        """Submit ``tasks``; return those that could not be (the pool broke meanwhile)."""
+        assert self.executor is not None
+        # our own pool starts its workers on demand while tasks are submitted
+        with _pinned_threads() if self.own_pool is not None else contextlib.nullcontext():
+            for k, task in enumerate(tasks):
+                try:
+                    self.futures[self.executor.submit(_evaluate_chunk, task)] = task
+                except BrokenProcessPool:
+                    return list(tasks[k:])
+        return []
 
     def run(self, tasks: Sequence[ChunkTask]) -> Iterator[tuple[ChunkTask, Any]]:
         """Yield ``(task, rows or exception)`` as tasks finish."""
@@ -456,34 +488,86 @@ class _Runner:
                 except Exception as err:
                     yield task, err
             return
-        # our own pool starts its workers on demand while tasks are submitted
-        with _pinned_threads() if self.own_pool is not None else contextlib.nullcontext():
-            for task in tasks:
-                self.futures[self.executor.submit(_evaluate_chunk, task)] = task
-        pending = set(self.futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        attempts = {id(task): 1 for task in tasks}
+        unsent = self._submit(tasks)
+        while self.futures or unsent:
+            done: set[Future] = set()
+            if not unsent:
+                done, _ = wait(list(self.futures), timeout=0.5, return_when=FIRST_COMPLETED)
+            lost: list[ChunkTask] = []
             for fut in done:
                 task = self.futures.pop(fut)
                 try:
-                    yield task, fut.result()
+                    rows = fut.result()
+                except BrokenProcessPool:
+                    lost.append(task)
+                    continue
                 except Exception as err:
                     yield task, err
+                    continue
+                yield task, rows
+            if not lost and not unsent:
+                continue
+            # the pool is broken: every chunk still out fails the same way
+            for fut, task in list(self.futures.items()):
+                try:
+                    rows = fut.result()
+                except BrokenProcessPool:
+                    lost.append(task)
+                except Exception as err:
+                    yield task, err
+                else:
+                    yield task, rows
+            self.futures.clear()
+            retry = [t for t in unsent if attempts[id(t)] < _MAX_ATTEMPTS]  # never started
+            lost.extend(t for t in unsent if attempts[id(t)] >= _MAX_ATTEMPTS)
+            unsent = []
+            retry.extend(t for t in lost if attempts[id(t)] < _MAX_ATTEMPTS)
+            for task in lost:
+                if attempts[id(task)] >= _MAX_ATTEMPTS:
+                    yield (
+                        task,
+                        BrokenProcessPool(
+                            f"the worker process died {_MAX_ATTEMPTS} times while computing this "
+                            "chunk (killed, or out of memory)"
+                        ),
+                    )
+            if not retry:
+                continue
+            if self.own_pool is None:  # someone else's executor: we cannot restart it
+                for task in retry:
+                    yield task, BrokenProcessPool("a worker process of the executor died")
+                continue
+            log.warning(
+                "a worker process died (killed, or out of memory); starting new workers and "
+                "submitting its %d unfinished chunk(s) again",
+                len(retry),
+            )
+            self._kill_pool()
+            self._start_pool()
+            for task in retry:
+                attempts[id(task)] += 1
+            unsent = self._submit(retry)
+
+    def _kill_pool(self) -> None:
+        if self.own_pool is None:
+            return
+        processes = list((getattr(self.own_pool, "_processes", None) or {}).values())
+        self.own_pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        for proc in processes:
+            with contextlib.suppress(Exception):
+                proc.join(timeout=5)
+        self.own_pool = None
+        self.executor = None
 
     def stop(self) -> None:
         """Cancel what has not started; stop our own workers at once."""
         for fut in list(self.futures):
             fut.cancel()
-        if self.own_pool is not None:
-            processes = list(getattr(self.own_pool, "_processes", {}).values())
-            self.own_pool.shutdown(wait=False, cancel_futures=True)
-            for proc in processes:
-                with contextlib.suppress(Exception):
-                    proc.terminate()
-            for proc in processes:
-                with contextlib.suppress(Exception):
-                    proc.join(timeout=5)
-            self.own_pool = None
+        self._kill_pool()
 
     def close(self) -> None:
         if self.own_pool is not None:
@@ -578,11 +662,19 @@ def _previous_rows(
     if prev.empty:
         return {}
     if set(prev.columns) != set(columns):
-        raise ScanError(
+        text = (
             f"{rf.path}: its columns {list(prev.columns)} differ from this scan's "
-            f"{list(columns)}: it was written with other options (--upper-limit, "
-            "--significance, regions, labels). Resume with the same options, choose another "
-            "output file, or start over with --overwrite"
+            f"{list(columns)}: it was written with other options ("
+        )
+        raise cli_worded(
+            ScanError(
+                text
+                + "upper_limit, significance, regions, labels). Resume with the same options, choose "
+                "another output file, or start over with overwrite=True"
+            ),
+            text
+            + "--upper-limit, --significance, regions, labels). Resume with the same options, choose "
+            "another -o file, or start over with --overwrite",
         )
     key_cols = ["region", "patch"] if multi else ["patch"]
     index = {
@@ -616,10 +708,13 @@ def _previous_rows(
         row["message"] = message if isinstance(message, str) else ""
         rows[i] = row
     if foreign:
-        raise ScanError(
+        text = (
             f"{rf.path}: {len(foreign)} row(s) name points that are not in this grid (e.g. "
-            f"{'/'.join(foreign[0])}); it holds another scan. Choose another output file or "
-            "start over with --overwrite"
+            f"{'/'.join(foreign[0])}); it holds another scan. Choose another "
+        )
+        raise cli_worded(
+            ScanError(text + "output file or start over with overwrite=True"),
+            text + "-o file or start over with --overwrite",
         )
     return rows
 
@@ -842,9 +937,15 @@ def _check_options(
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ScanError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if resume and overwrite:
-        raise ScanError("resume and overwrite exclude each other: choose one")
+        raise cli_worded(
+            ScanError("resume and overwrite exclude each other: choose one"),
+            "--resume and --overwrite exclude each other: choose one",
+        )
     if resume and output is None:
-        raise ScanError("resume needs the output file of the earlier run (-o results.csv)")
+        raise cli_worded(
+            ScanError("resume needs the output file of the earlier run: pass output="),
+            "--resume needs the output file of the earlier run: add -o results.csv",
+        )
     if output is not None:
         result_format(output)
 
@@ -896,11 +997,23 @@ def _scan(
         for g in grids:
             _verify_digest(g)
     multi = len(grids) > 1
+    for g in grids:
+        _check_mu(g, mu, measurement)
     table, label_names = _point_table(grids, multi)
+    if table.empty:
+        raise ScanError(
+            f"{', '.join(g.source for g in grids)}: the patchset holds no patches (no signal "
+            "point to scan); give a patchset with at least one patch"
+        )
     selected = _select(table, points, where)
     if not selected.any():
-        raise ScanError(
-            f"no point selected (points={points!r}, where={where!r}) out of {len(table)}"
+        raise cli_worded(
+            ScanError(
+                f"no point selected by points={points!r} and where={where!r} out of the "
+                f"{len(table)} points of the grid"
+            ),
+            f"no point selected by --points {points!r} / --where {where!r} out of the "
+            f"{len(table)} points of the grid",
         )
     has_xsec = _attach_xsec(table, grids, label_names, xsec)
     columns = _result_columns(multi, label_names, upper_limit, significance, has_xsec)
@@ -922,9 +1035,13 @@ def _scan(
             results = _previous_rows(rf, table, columns, multi)
             log.info("resuming: %d point(s) already in %s", len(results), rf.path)
         elif not overwrite:
-            raise ScanError(
-                f"{rf.path} exists: pass resume=True (--resume) to continue that scan, or "
-                "overwrite=True (--overwrite) to start over"
+            raise cli_worded(
+                ScanError(
+                    f"{rf.path} exists: pass resume=True to continue that scan, or "
+                    "overwrite=True to start over"
+                ),
+                f"{rf.path} exists: add --resume to continue that scan, or --overwrite to "
+                "start over",
             )
     wanted = [i for i in table.index[selected]]
     todo = [i for i in wanted if i not in results]
@@ -974,9 +1091,11 @@ def _scan(
 
     from tqdm.auto import tqdm
 
+    if not todo:
+        log.info("scan: all %d selected point(s) are already in %s", len(final_rows), output)
     bar = tqdm(
         total=len(todo),
-        disable=not progress,
+        disable=not progress or not todo,
         unit="pt",
         desc="scan",
         dynamic_ncols=True,
@@ -985,6 +1104,7 @@ def _scan(
     counts = {"ok": 0, "failed": 0}
     runner = _Runner(executor, jobs, len(tasks)) if tasks else None
     computed = 0
+    warned: set[str] = set()
     try:
         if runner is not None:
             for task, outcome in runner.run(tasks):
@@ -992,6 +1112,7 @@ def _scan(
                     outcome_rows = _failed_chunk(task, outcome)
                 else:
                     outcome_rows = outcome
+                _forward_warnings(task, outcome_rows, warned)
                 for row in outcome_rows:
                     i = row["row"]
                     results[i] = row
@@ -1000,8 +1121,8 @@ def _scan(
                 if rf is not None:
                     rf.append(records([row["row"] for row in outcome_rows]))
                 computed += len(outcome_rows)
+                bar.set_postfix(counts, refresh=False)  # before update, which redraws
                 bar.update(len(outcome_rows))
-                bar.set_postfix(counts, refresh=False)
                 if on_rows is not None:
                     on_rows(computed)
             runner.close()
@@ -1011,7 +1132,7 @@ def _scan(
         bar.close()
         done = len([i for i in final_rows if i in results])
         if rf is not None:
-            rf.finalize(records(final_rows))
+            _finalize_after_failure(rf, records(final_rows))
         log.warning("scan interrupted: %d of %d point(s) done", done, len(final_rows))
         raise ScanInterrupted(done, len(final_rows), rf.path if rf else None) from err
     except BaseException:
@@ -1019,7 +1140,7 @@ def _scan(
             runner.stop()
         bar.close()
         if rf is not None:
-            rf.finalize(records(final_rows))
+            _finalize_after_failure(rf, records(final_rows))
         raise
     bar.close()
 
@@ -1041,6 +1162,75 @@ def _scan(
     return df
 
 
+def _finalize_after_failure(rf: ResultFile, rows: list[dict[str, Any]]) -> None:
+    """Sort the finished rows into the output; if even that fails (disk full), keep the journal.
+
+    The journal holds every finished row (never a partial one), so ``resume`` recovers
+    them; the error that stopped the scan is the one reported.
+    """
+    try:
+        rf.finalize(rows)
+    except ScanError as err:
+        rf.close()
+        log.warning("%s; the rows finished so far stay in %s", err, rf.journal)
+
+
+def _forward_warnings(task: ChunkTask, rows: Sequence[dict[str, Any]], seen: set[str]) -> None:
+    """Log once per scan the warnings a worker collected while computing a chunk."""
+    source = task.background.source
+    for row in rows:
+        for message in row.pop("_warnings", ()):
+            text = str(message)
+            for prefix in ("workspace background-only workspace: ", "background-only workspace: "):
+                if text.startswith(prefix):
+                    text = f"{source}: {text[len(prefix) :]}"
+            if text not in seen:
+                seen.add(text)
+                log.warning("%s", text)
+
+
+def _poi_bounds(bkgonly: Mapping[str, Any], measurement: str | None) -> tuple[str, float, float]:
+    """Name and bounds of the POI of the measurement used (normfactor default [0, 10])."""
+    measurements = bkgonly.get("measurements") or []
+    chosen = next(
+        (m for m in measurements if isinstance(m, Mapping) and m.get("name") == measurement),
+        measurements[0] if measurements and measurement is None else None,
+    )
+    config = chosen.get("config", {}) if isinstance(chosen, Mapping) else {}
+    poi = config.get("poi") if isinstance(config, Mapping) else None
+    low, high = 0.0, 10.0
+    for par in config.get("parameters", []) if isinstance(config, Mapping) else []:
+        if isinstance(par, Mapping) and par.get("name") == poi:
+            bounds: Any = par.get("bounds")
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                low, high = float(bounds[0][0]), float(bounds[0][1])
+    return str(poi), low, high
+
+
+def _check_mu(grid: _Grid, mu: float, measurement: str | None) -> None:
+    """Refuse a tested mu below the lower bound of the POI (no fit can reach it)."""
+    poi, low, high = _poi_bounds(grid.bkgonly, measurement)
+    source = grid.region or grid.bkg_source or grid.source
+    if mu < low:
+        raise cli_worded(
+            ScanError(
+                f"mu={mu:g} is below the lower bound {low:g} of the parameter of interest "
+                f"{poi!r} ({source}: bounds [{low:g}, {high:g}]); test mu >= {low:g}"
+            ),
+            f"--mu {mu:g} is below the lower bound {low:g} of the parameter of interest "
+            f"{poi!r} ({source}: bounds [{low:g}, {high:g}]); give --mu >= {low:g}",
+        )
+    if mu > high:
+        log.warning(
+            "mu=%g is above the upper bound %g of %r (%s): points where the fit cannot follow "
+            "get status fit_failed",
+            mu,
+            high,
+            poi,
+            source,
+        )
+
+
 def _failed_chunk(task: ChunkTask, err: BaseException) -> list[dict[str, Any]]:
     """Rows for a chunk whose task raised: a background that does not compile stops the scan."""
     from likelihood.errors import LikelihoodError
@@ -1049,7 +1239,10 @@ def _failed_chunk(task: ChunkTask, err: BaseException) -> list[dict[str, Any]]:
         raise ScanError(
             f"{task.background.source}: the background-only workspace cannot be compiled: {err}"
         ) from err
-    message = " ".join(f"the worker failed: {type(err).__name__}: {err}".split())
+    message = " ".join(
+        f"the worker failed: {type(err).__name__}: {err}; a resumed scan computes this point "
+        "again".split()
+    )
     log.warning("chunk of %d point(s) failed: %s", len(task.points), message)
     rows = []
     for point in task.points:

@@ -54,7 +54,7 @@ import pandas as pd
 from likelihood.errors import InvalidSpecification
 from likelihood.spec import read_json
 from recast._io import atomic_write_text
-from recast.errors import YieldsError
+from recast.errors import YieldsError, cli_worded
 
 __all__ = [
     "read_yields",
@@ -961,9 +961,11 @@ def _read_native(
         if not files:
             raise YieldsError(f"{p}: no {what} in this folder (format {fmt})")
         if point_pattern is None:
-            raise YieldsError(
-                f"{p}: the point labels of {fmt} output come from its path: give "
-                r"point_pattern (--point-pattern), e.g. '(?P<m1>\d+)_(?P<m2>\d+)', or an index CSV"
+            text = f"{p}: the point labels of {fmt} output come from its path: give "
+            example = r"e.g. '(?P<m1>\d+)_(?P<m2>\d+)', or an index CSV"
+            raise cli_worded(
+                YieldsError(f"{text}point_pattern=, {example}"),
+                f"{text}--point-pattern, {example}",
             )
         try:
             rx = re.compile(point_pattern)
@@ -1049,15 +1051,23 @@ def _read_native(
                     f"(file {e['file'].name}); add a row"
                 )
         if xs is None:
-            raise YieldsError(
-                f"{e['file']}: {fmt} gives acceptances; the yield needs the signal "
-                "cross-section: give xsec_pb (--xsec, a number in pb or a CSV with labels and xsec_pb)"
+            text = (
+                f"{e['file']}: {fmt} gives acceptances; the yield needs the signal cross-section: "
+            )
+            raise cli_worded(
+                YieldsError(
+                    text + "give xsec_pb= (a number in pb, or a CSV with labels and xsec_pb)"
+                ),
+                text + "give --xsec (a number in pb, or a CSV with labels and xsec_pb)",
             )
         lumi = e.get("lumi_ifb", lumi_ifb)
         if lumi is None:
-            raise YieldsError(
-                f"{e['file']}: {fmt} gives acceptances; the yield needs the analysis "
-                "luminosity: give lumi_ifb (--lumi, in fb^-1, e.g. 139)"
+            text = (
+                f"{e['file']}: {fmt} gives acceptances; the yield needs the analysis luminosity: "
+            )
+            raise cli_worded(
+                YieldsError(text + "give lumi_ifb= (in fb^-1, e.g. 139)"),
+                text + "give --lumi (in fb^-1, e.g. 139)",
             )
         acc = parse_unit(Path(e["file"]))
         scale = xs * _PB_TO_FB * lumi

@@ -354,7 +354,7 @@ def test_where_with_unknown_column_lists_the_columns(grid):
 def test_digest_mismatch(grid):
     bkg, ps = grid
     other = _workspace(scale=2.0)
-    with pytest.raises(ScanError, match=r"digests/sha256 .*made for another BkgOnly.*--no-verify"):
+    with pytest.raises(ScanError, match=r"digests/sha256 .*made for another BkgOnly.*verify=False"):
         run(other, ps)
     df = run(other, ps, verify=False, points="sig_100_0")
     assert df["status"].tolist() == ["ok"]
