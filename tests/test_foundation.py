@@ -69,6 +69,9 @@ LIKELIHOOD_PUBLIC = {
     "validate_patch",
     "validate_patchset",
     "validate_workspace",
+    "hypotest_toys",
+    "upper_limit_toys",
+    "ToyCLsResult",
 }
 
 
