@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "hypotest_toys": "likelihood.toys",
     "upper_limit_toys": "likelihood.toys",
     "ToyCLsResult": "likelihood.toys",
+    "low_count_bins": "likelihood.toys",
 }
 
 __all__ = install_exports(__name__, _EXPORTS)
@@ -66,5 +67,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from likelihood.fit import FitResult, fit
     from likelihood.model import Background, Model, compile
     from likelihood.spec import apply_patch, digest, get_measurement, read_json
-    from likelihood.toys import ToyCLsResult, hypotest_toys, upper_limit_toys
+    from likelihood.toys import ToyCLsResult, hypotest_toys, low_count_bins, upper_limit_toys
     from likelihood.validate import validate_patch, validate_patchset, validate_workspace

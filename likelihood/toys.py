@@ -55,6 +55,7 @@ __all__ = [
     "upper_limit_toys",
     "ToyCLsResult",
     "empirical_pvalue",
+    "low_count_bins",
     "TEST_STATS",
     "BAND_PERCENTILES",
 ]
@@ -652,3 +653,28 @@ def upper_limit_toys(
         status=status,
         message="; ".join(failures[:3] + msgs),
     )
+
+
+def low_count_bins(model: Model, *, events: float, signal_fraction: float = 0.01) -> np.ndarray:
+    """Main bins where asymptotic formulae are doubtful: little background under the signal.
+
+    A bin is flagged when it holds at least ``signal_fraction`` of the largest signal
+    yield of any bin and its expected background is below ``events``; both yields at the
+    model's initial parameters (signal: the rate at POI = 1 minus the rate at POI = 0;
+    background: the rate at POI = 0).  ``recastkit scan --toys-below-events X`` runs toys
+    at a point when any bin is flagged.
+
+    Returns
+    -------
+    ndarray of int
+        Indices of the flagged main bins (channels in ``model.channels`` order).
+    """
+    poi = model.poi_index
+    if poi is None:
+        return np.zeros(0, dtype=np.int64)
+    bkg = model.expected_actualdata(_cls._with_poi(model.init, poi, 0.0))
+    sig = model.expected_actualdata(_cls._with_poi(model.init, poi, 1.0)) - bkg
+    top = float(np.max(sig)) if sig.size else 0.0
+    if not top > 0.0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero((sig >= signal_fraction * top) & (bkg < events)).astype(np.int64)

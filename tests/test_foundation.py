@@ -72,6 +72,7 @@ LIKELIHOOD_PUBLIC = {
     "hypotest_toys",
     "upper_limit_toys",
     "ToyCLsResult",
+    "low_count_bins",
 }
 
 

@@ -210,14 +210,19 @@ def test_cls_agrees_with_pyhf_toycalculator(pyhf_numpy2):
 
 # --- a high-count published likelihood ----------------------------------------------------
 def test_high_count_point_agrees_with_asymptotics(shared_hepdata):
-    """sbottom RegionA 1300_205_60 (tens of events per SR bin): toys ~ asymptotic CLs."""
-    d = shared_hepdata / "sbottom_multib" / "RegionA"
+    """sbottom RegionC 1100_450_60: the signal sits in bins of tens of events.
+
+    Toys and asymptotic CLs agree within the toys' statistical error.  (Points whose
+    signal sits in the 2-3 event bins, e.g. RegionA 1300_205_60, do not: there the toys
+    give CLs 0.33 +- 0.02 against 0.24 asymptotically, see docs/toys.md.)
+    """
+    d = shared_hepdata / "sbottom_multib" / "RegionC"
     bkg = likelihood.Background(json.loads((d / "BkgOnly.json").read_text()))
-    model = bkg.with_patch(json.loads((d / "patch.sbottom_1300_205_60.json").read_text()))
+    model = bkg.with_patch(json.loads((d / "patch.sbottom_1100_450_60.json").read_text()))
     asym = likelihood.hypotest(model, 1.0)
-    res = hypotest_toys(model, 1.0, ntoys=300, seed=1, bootstrap=50)
+    res = hypotest_toys(model, 1.0, ntoys=400, seed=1, bootstrap=30)
     assert res.status == "ok", res.message
     assert res.n_failed == 0
     assert abs(res.cls_obs - asym.cls_obs) < 3 * res.cls_obs_err, (res.cls_obs, asym.cls_obs)
     assert abs(res.cls_exp[2] - asym.cls_exp[2]) < 3 * res.cls_exp_err[2]
-    assert 0.0 < res.cls_obs_err < 0.1
+    assert 0.0 < res.cls_obs_err < 0.05
