@@ -184,7 +184,7 @@ def test_cls_agrees_with_pyhf_toycalculator(pyhf_numpy2):
     pm = pyhf.Workspace(spec).model()
     data = pyhf.Workspace(spec).data(pm)
     np.random.seed(5)  # noqa: NPY002 - pyhf samples with numpy's global state
-    n_pyhf = 150
+    n_pyhf = 100
     cls_p, (clsb_p, clb_p), band_p = pyhf.infer.hypotest(
         1.0,
         data,
