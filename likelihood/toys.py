@@ -173,16 +173,17 @@ def _toy_fit(
     starts: Sequence[np.ndarray],
     fixed_poi: float | None,
 ) -> tuple[Any, bool]:
-    """The lowest converged fit over ``starts`` (else the lowest), and whether it failed."""
+    """The lowest converged physical fit over ``starts`` (else the lowest), and whether it
+    failed (not converged, or a negative expected rate at its best fit)."""
     best = None
     for st in starts:
         r = fit(model, data=data, auxdata=aux, init=st, fixed_poi=fixed_poi)
-        key = (not r.success, r.twice_nll if math.isfinite(r.twice_nll) else math.inf)
+        bad = not r.success or not _physical(model, r.pars)
+        key = (bad, r.twice_nll if math.isfinite(r.twice_nll) else math.inf)
         if best is None or key < best[0]:
             best = (key, r)
     assert best is not None
-    r = best[1]
-    return r, not r.success or not _physical(model, r.pars)
+    return best[1], best[0][0]
 
 
 def _teststat(
@@ -609,8 +610,9 @@ def upper_limit_toys(
     """Toy-based upper limits on mu: CLs(mu) = ``level``, observed and expected band.
 
     As pyhf's ``upper_limits.linear_grid_scan``: :func:`hypotest_toys` at every ``mu`` of
-    a grid, then linear interpolation of each CLs curve (observed, and the five expected)
-    at ``level``.  Every grid point uses the same ``seed`` (common random numbers, so the
+    a grid, then interpolation of each CLs curve (observed, and the five expected) at
+    ``level`` between the two grid points that bracket it (linear in log CLs; pyhf
+    interpolates linearly in CLs).  Every grid point uses the same ``seed`` (common random numbers, so the
     curves are smooth in mu).  Cost: ``len(scan)`` toy hypothesis tests, i.e.
     ``2 * ntoys * len(scan)`` toys of up to two fits each.
 
@@ -677,9 +679,14 @@ def upper_limit_toys(
             )
             continue
         i = int(below[0])
-        # linear interpolation between the last grid point above and the first below
+        # between the last grid point above the level and the first below: linear in
+        # log CLs (CLs falls about exponentially with mu), linear if CLs is 0 there
         x0, x1, y0, y1 = grid[i - 1], grid[i], c[i - 1], c[i]
-        limits.append(float(x0 + (level - y0) * (x1 - x0) / (y1 - y0)))
+        if y1 > 0.0:
+            y0, y1, lv = math.log(y0), math.log(y1), math.log(level)
+        else:
+            lv = level
+        limits.append(float(x0 + (lv - y0) * (x1 - x0) / (y1 - y0)))
     status = "fit_failed" if failures else ("no_bracket" if msgs else "ok")
     return _cls.UpperLimitResult(
         mu_ul_obs=limits[0],

@@ -226,3 +226,37 @@ def test_high_count_point_agrees_with_asymptotics(shared_hepdata):
     assert abs(res.cls_obs - asym.cls_obs) < 3 * res.cls_obs_err, (res.cls_obs, asym.cls_obs)
     assert abs(res.cls_exp[2] - asym.cls_exp[2]) < 3 * res.cls_exp_err[2]
     assert 0.0 < res.cls_obs_err < 0.05
+
+
+def test_upper_limit_with_no_observed_event_is_three_signal_events():
+    """n = 0 observed on ~no background: toys give the classic 3-event limit (e^-s = 0.05)."""
+    spec = {
+        "channels": [
+            {
+                "name": "sr",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": [1.0],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "bkg",
+                        "data": [0.01],
+                        "modifiers": [
+                            {"name": "b_unc", "type": "normsys", "data": {"hi": 1.01, "lo": 0.99}}
+                        ],
+                    },
+                ],
+            }
+        ],
+        "observations": [{"name": "sr", "data": [0.0]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }
+    model = likelihood.compile(spec)
+    ul = likelihood.upper_limit_toys(model, ntoys=400, seed=2, scan=[2.5, 3.0, 3.5])
+    assert ul.mu_ul_obs == pytest.approx(-math.log(0.05), abs=0.35), ul
+    asym = likelihood.upper_limit(model)
+    # the asymptotic formulae are too aggressive here
+    assert asym.mu_ul_obs < ul.mu_ul_obs - 0.3, (asym, ul)
