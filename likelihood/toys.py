@@ -35,6 +35,7 @@ for it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import multiprocessing
@@ -68,6 +69,16 @@ TEST_STATS: tuple[str, ...] = ("qtilde", "q", "q0")
 BAND_PERCENTILES: tuple[float, ...] = (2.27501319, 15.86552539, 50.0, 84.13447461, 97.72498681)
 #: a fitted twice-NLL this much below another fit's is a better minimum, not rounding
 _NLL_TOL = 1e-6
+#: test statistics closer than this to the observed one count as ties (>=)
+_TIE_TOL = 1e-6
+#: main-bin count standing for an empty bin of a toy (see _run_block)
+_EMPTY_BIN = 1e-10
+#: toy fits: Newton only (from each start, see ``restart``), without likelihood.fit's
+#: L-BFGS-B fallback: on a toy whose fit does not converge it takes tens of seconds
+#: (1Lbb), longer than thousands of toys; such a toy is counted in ``n_failed``
+_NEWTON_ONLY: dict[str, str] = (
+    {"method": "newton"} if "method" in inspect.signature(fit).parameters else {}
+)
 #: environment variables that pin BLAS / OpenMP / numba to one thread per worker
 _THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -177,7 +188,7 @@ def _toy_fit(
     failed (not converged, or a negative expected rate at its best fit)."""
     best = None
     for st in starts:
-        r = fit(model, data=data, auxdata=aux, init=st, fixed_poi=fixed_poi)
+        r = fit(model, data=data, auxdata=aux, init=st, fixed_poi=fixed_poi, **_NEWTON_ONLY)
         bad = not r.success or not _physical(model, r.pars)
         key = (bad, r.twice_nll if math.isfinite(r.twice_nll) else math.inf)
         if best is None or key < best[0]:
@@ -260,6 +271,10 @@ def _run_block(task: _BlockTask) -> _BlockResult:
     """Generate and fit one block of toys (the worker entry point)."""
     rng = np.random.Generator(np.random.PCG64(task.seed))
     data, aux = _draw_block(task.model, task.gen, rng, task.size)
+    # an empty bin is fitted as _EMPTY_BIN events: the same likelihood (to ~1e-9) where
+    # the rates are >= 0, and a negative rate becomes non-finite (the fits step back)
+    # instead of unboundedly likely (2 nu for n = 0, any sign of nu, as pyhf)
+    data[data == 0.0] = _EMPTY_BIN
     out = np.empty(task.size)
     n_failed = 0
     for i in range(task.size):
@@ -338,8 +353,13 @@ def _run_blocks(
 
 # ---------------------------------------------------------------------------------------
 # empirical distributions
-def empirical_pvalue(samples: Any, value: Any) -> np.ndarray:
-    """Fraction of ``samples`` with ``sample >= value`` (pyhf's ``EmpiricalDistribution``).
+def empirical_pvalue(samples: Any, value: Any, *, tolerance: float = 0.0) -> np.ndarray:
+    """Fraction of ``samples`` with ``sample >= value - tolerance``.
+
+    With ``tolerance=0`` this is pyhf's ``EmpiricalDistribution.pvalue``.
+    :func:`hypotest_toys` uses a tolerance of 1e-6 (fits determine twice-NLL to ~1e-8): a
+    discrete statistic takes the observed value exactly on many toys (e.g. every toy
+    with 0 events when 0 are observed), and rounding must not decide those ties.
 
     Parameters
     ----------
@@ -347,6 +367,8 @@ def empirical_pvalue(samples: Any, value: Any) -> np.ndarray:
         Sampled test statistics.
     value : float or array_like (m,)
         Test statistic value(s).
+    tolerance : float
+        Samples this much below ``value`` still count as at least as extreme.
 
     Returns
     -------
@@ -354,16 +376,16 @@ def empirical_pvalue(samples: Any, value: Any) -> np.ndarray:
     """
     s = np.sort(np.asarray(samples, dtype=np.float64))
     v = np.asarray(value, dtype=np.float64)
-    return (s.shape[0] - np.searchsorted(s, v, side="left")) / s.shape[0]
+    return (s.shape[0] - np.searchsorted(s, v - tolerance, side="left")) / s.shape[0]
 
 
 def _band(q_sb: np.ndarray, q_b: np.ndarray, discovery: bool) -> np.ndarray:
     """Expected band (5,) from the background-only toys (pyhf's ``expected_pvalues``)."""
-    clsb = empirical_pvalue(q_sb, q_b)
+    clsb = empirical_pvalue(q_sb, q_b, tolerance=_TIE_TOL)
     if discovery:
         values = clsb
     else:
-        values = clsb / empirical_pvalue(q_b, q_b)
+        values = clsb / empirical_pvalue(q_b, q_b, tolerance=_TIE_TOL)
     return np.percentile(values, BAND_PERCENTILES)
 
 
@@ -538,8 +560,8 @@ def hypotest_toys(
     q_b = np.where(np.isfinite(q_b), q_b, -math.inf)
 
     # --- p-values -------------------------------------------------------------------------
-    clsb = float(empirical_pvalue(q_sb, q_obs))
-    clb = float(empirical_pvalue(q_b, q_obs))
+    clsb = float(empirical_pvalue(q_sb, q_obs, tolerance=_TIE_TOL))
+    clb = float(empirical_pvalue(q_b, q_obs, tolerance=_TIE_TOL))
     clsb_err, clb_err = _binomial(clsb, ntoys), _binomial(clb, ntoys)
     notes: list[str] = []
     if discovery:
