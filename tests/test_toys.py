@@ -227,7 +227,7 @@ def test_high_count_point_agrees_with_asymptotics(shared_hepdata):
 
     Toys and asymptotic CLs agree within the toys' statistical error.  (Points whose
     signal sits in the 2-3 event bins, e.g. RegionA 1300_205_60, do not: there the toys
-    give CLs 0.33 +- 0.02 against 0.24 asymptotically, see docs/toys.md.)
+    give CLs 0.32 +- 0.02 against 0.24 asymptotically, see docs/toys.md.)
     """
     d = shared_hepdata / "sbottom_multib" / "RegionC"
     bkg = likelihood.Background(json.loads((d / "BkgOnly.json").read_text()))
