@@ -685,6 +685,29 @@ def _is_archive(path: str) -> bool:
     "--no-verify", is_flag=True, help="Do not check the patchset's digest against the BkgOnly."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--calctype",
+    type=click.Choice(["asymptotics", "toybased"]),
+    default="asymptotics",
+    show_default=True,
+    help="Asymptotic formulae, or pseudo-experiments (adds uncertainty columns).",
+)
+@click.option(
+    "--ntoys",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Toys per hypothesis and point (--calctype toybased).",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the toys."
+)
+@click.option(
+    "--toys-below-events",
+    type=click.FloatRange(min=0.0, min_open=True),
+    metavar="X",
+    help="Toys only where a bin with signal expects < X background events (else asymptotics).",
+)
 def scan_command(
     source: str,
     patchset: str | None,
@@ -711,6 +734,10 @@ def scan_command(
     xsec_file: str | None,
     no_verify: bool,
     no_progress: bool,
+    calctype: str,
+    ntoys: int,
+    seed: int,
+    toys_below_events: float | None,
 ) -> None:
     """CLs at --mu for every point of a signal grid, in parallel.
 
@@ -800,6 +827,10 @@ def scan_command(
                     labels=label_list if patchset_arg is not None else None,
                     measurement=measurement,
                     xsec=xsec_file,
+                    calctype=calctype,
+                    ntoys=ntoys,
+                    seed=seed,
+                    toys_below_events=toys_below_events,
                 )
             except ScanInterrupted as err:
                 where_rows = f" are in {err.output}" if err.output else " were not saved (no -o)"

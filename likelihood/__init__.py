@@ -49,6 +49,11 @@ _EXPORTS: dict[str, str] = {
     "InvalidModifierSettings": "likelihood.errors",
     "observed_cls": "likelihood.theory",
     "ObservedCLs": "likelihood.theory",
+    # toy-based CLs
+    "hypotest_toys": "likelihood.toys",
+    "upper_limit_toys": "likelihood.toys",
+    "ToyCLsResult": "likelihood.toys",
+    "low_count_bins": "likelihood.toys",
 }
 
 __all__ = install_exports(__name__, _EXPORTS)
@@ -70,4 +75,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from likelihood.model import Background, Model, compile
     from likelihood.spec import apply_patch, digest, get_measurement, read_json
     from likelihood.theory import ObservedCLs, observed_cls
+    from likelihood.toys import ToyCLsResult, hypotest_toys, low_count_bins, upper_limit_toys
     from likelihood.validate import validate_patch, validate_patchset, validate_workspace

@@ -38,6 +38,7 @@ __all__ = [
     "UPPER_LIMIT_COLUMNS",
     "SIGNIFICANCE_COLUMNS",
     "THEORY_COLUMNS",
+    "TOY_COLUMNS",
     "THREAD_ENV",
     "BackgroundPayload",
     "ScanSettings",
@@ -72,6 +73,16 @@ UPPER_LIMIT_COLUMNS: tuple[str, ...] = (
 SIGNIFICANCE_COLUMNS: tuple[str, ...] = ("p0_obs", "z_obs", "p0_exp", "z_exp")
 #: Theory-band columns (observed CLs with the signal scaled by 1 +- its uncertainty).
 THEORY_COLUMNS: tuple[str, ...] = ("cls_obs_up", "cls_obs_down")
+#: Columns added by ``calctype="toybased"``: how the point was computed, the toys per
+#: hypothesis, the statistical uncertainties of the CLs columns and the observed tail
+#: probabilities (uncertainties 0 and ntoys 0 where asymptotics was used).
+TOY_COLUMNS: tuple[str, ...] = (
+    "calctype",
+    "ntoys",
+    *(f"{c}_err" for c in CLS_COLUMNS),
+    "clsb_obs",
+    "clb_obs",
+)
 #: Environment variables that pin BLAS / OpenMP / numba to one thread per worker.
 THREAD_ENV: dict[str, str] = {
     "OMP_NUM_THREADS": "1",
@@ -129,6 +140,13 @@ class ScanSettings(NamedTuple):
     modifier_settings: Mapping[str, Any] | None = None
     significance: bool = False
     bracket: tuple[float, float] | None = None
+    # toys (likelihood.hypotest_toys); progress: an object with put((row, n_toys)) or None
+    calctype: str = "asymptotics"
+    ntoys: int = 1000
+    seed: int = 0
+    toys_below_events: float | None = None
+    progress: Any = None
+    toy_executor: Any = None  # a pool for the toys of points computed in the parent
 
 
 class GridPoint(NamedTuple):
@@ -290,19 +308,74 @@ def _empty_row(point: GridPoint, settings: ScanSettings) -> dict[str, Any]:
     if point.theory is not None:
         for col in THEORY_COLUMNS:
             row[col] = math.nan
+    if settings.calctype == "toybased":
+        row.update({col: math.nan for col in TOY_COLUMNS})
+        row["calctype"] = ""
     row["status"] = "error"
     row["message"] = ""
     row["seconds"] = math.nan
     return row
 
 
+def point_seed(seed: int, name: str) -> int:
+    """Seed of the toys of the point ``name`` in a scan with ``seed`` (distinct per point)."""
+    return int(seed) * 2**32 + zlib.crc32(name.encode("utf-8"))
+
+
+def _toys(
+    core: Any, model: Any, point: GridPoint, settings: ScanSettings, asym: Any, row: Any
+) -> None:
+    """Replace the asymptotic CLs of ``row`` by toys, unless the point does not need them."""
+    events = settings.toys_below_events
+    if events is not None and len(core.low_count_bins(model, events=events)) == 0:
+        row.update({f"{c}_err": 0.0 for c in CLS_COLUMNS})
+        row.update(calctype="asymptotics", ntoys=0, clsb_obs=float(asym.clsb_obs))
+        row["clb_obs"] = float(asym.clb_obs)
+        return
+    queue = settings.progress
+
+    def report(n: int) -> None:
+        queue.put((point.row, n))
+
+    res = core.hypotest_toys(
+        model,
+        settings.mu,
+        ntoys=settings.ntoys,
+        seed=point_seed(settings.seed, point.name),
+        test_stat=settings.test_stat,
+        init=asym.pars_free,
+        executor=settings.toy_executor,
+        progress=report if queue is not None else None,
+    )
+    row["cls_obs"] = float(res.cls_obs)
+    for col, value in zip(CLS_COLUMNS[1:], res.cls_exp, strict=True):
+        row[col] = float(value)
+    row["cls_obs_err"] = float(res.cls_obs_err)
+    for col, value in zip(CLS_COLUMNS[1:], res.cls_exp_err, strict=True):
+        row[f"{col}_err"] = float(value)
+    row.update(calctype="toybased", ntoys=int(res.ntoys), clsb_obs=float(res.clsb_obs))
+    row["clb_obs"] = float(res.clb_obs)
+    row["mu_hat"] = float(res.mu_hat)
+    row["status"] = str(res.status)
+    row["message"] = _one_line(res.message)
+
+
 def _upper_limit(core: Any, model: Any, settings: ScanSettings, row: dict[str, Any]) -> None:
     """Add the upper limits to ``row``; a failure keeps the CLs values and sets the status."""
     try:
-        extra = {} if settings.bracket is None else {"bracket": settings.bracket}
-        ul = core.upper_limit(
-            model, test_stat=settings.test_stat, expected=settings.expected, **extra
-        )
+        if row.get("calctype") == "toybased":
+            ul = core.upper_limit_toys(
+                model,
+                ntoys=settings.ntoys,
+                seed=point_seed(settings.seed, row["patch"]),
+                test_stat=settings.test_stat,
+                executor=settings.toy_executor,
+            )
+        else:
+            extra = {} if settings.bracket is None else {"bracket": settings.bracket}
+            ul = core.upper_limit(
+                model, test_stat=settings.test_stat, expected=settings.expected, **extra
+            )
     except Exception as err:
         log.debug("upper limit of %s failed", row["patch"], exc_info=True)
         row["status"] = "error"
@@ -393,6 +466,8 @@ def _evaluate_point(
         row["message"] = _one_line(res.message)
         if res.status == "ok" and res.pars_free is not None:
             next_warm = (names, res.pars_free)
+        if settings.calctype == "toybased":
+            _toys(core, model, point, settings, res, row)
         if settings.upper_limit:
             _upper_limit(core, model, settings, row)
         if settings.significance:

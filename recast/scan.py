@@ -36,6 +36,7 @@ from recast._scan_worker import (
     SIGNIFICANCE_COLUMNS,
     THEORY_COLUMNS,
     THREAD_ENV,
+    TOY_COLUMNS,
     UPPER_LIMIT_COLUMNS,
     VALUE_COLUMNS,
     BackgroundPayload,
@@ -65,6 +66,7 @@ STATUSES: tuple[str, ...] = (
 
 _TEST_STATS = ("qtilde", "q")
 _EXPECTED = ("aposteriori", "apriori")
+_CALCTYPES = ("asymptotics", "toybased")
 _MAX_CHUNK = 16
 #: How often a chunk is submitted when the worker computing it dies (SIGKILL, out of memory).
 _MAX_ATTEMPTS = 3
@@ -444,6 +446,8 @@ class _Runner:
     """
 
     def __init__(self, executor: Any, jobs: int | None, n_tasks: int) -> None:
+        self.poll: Callable[[], None] | None = None  # called while waiting (toy progress)
+        self.owned: list[Any] = []  # toy pool / progress manager: shut down with the runner
         self.own_pool: ProcessPoolExecutor | None = None
         self.executor: Executor | None = None
         self.futures: dict[Future, ChunkTask] = {}
@@ -494,6 +498,8 @@ class _Runner:
             done: set[Future] = set()
             if not unsent:
                 done, _ = wait(list(self.futures), timeout=0.5, return_when=FIRST_COMPLETED)
+            if self.poll is not None:
+                self.poll()
             lost: list[ChunkTask] = []
             for fut in done:
                 task = self.futures.pop(fut)
@@ -563,13 +569,21 @@ class _Runner:
         self.own_pool = None
         self.executor = None
 
+    def _shutdown_owned(self) -> None:
+        for obj in self.owned:
+            with contextlib.suppress(Exception):
+                obj.shutdown()
+        self.owned = []
+
     def stop(self) -> None:
         """Cancel what has not started; stop our own workers at once."""
+        self._shutdown_owned()
         for fut in list(self.futures):
             fut.cancel()
         self._kill_pool()
 
     def close(self) -> None:
+        self._shutdown_owned()
         if self.own_pool is not None:
             self.own_pool.shutdown(wait=True)
             self.own_pool = None
@@ -585,6 +599,7 @@ def _result_columns(
     upper_limit: bool,
     significance: bool = False,
     xsec: tuple[bool, bool] = (False, False),
+    toys: bool = False,
 ) -> list[str]:
     from recast.xsec import XSEC_COLUMNS, XSEC_LIMIT_COLUMNS
 
@@ -599,6 +614,7 @@ def _result_columns(
         *(XSEC_COLUMNS if has_xsec else ()),
         *(XSEC_LIMIT_COLUMNS if has_xsec and upper_limit else ()),
         *(THEORY_COLUMNS if has_theory else ()),
+        *(TOY_COLUMNS if toys else ()),
     ]
 
 
@@ -700,9 +716,12 @@ def _previous_rows(
             *UPPER_LIMIT_COLUMNS,
             *SIGNIFICANCE_COLUMNS,
             *THEORY_COLUMNS,
+            *TOY_COLUMNS[1:],
         ):
             if col in rec:
                 row[col] = _float_or_nan(rec[col])
+        if "calctype" in rec:
+            row["calctype"] = rec["calctype"] if isinstance(rec["calctype"], str) else ""
         message = rec.get("message")
         row["status"] = status
         row["message"] = message if isinstance(message, str) else ""
@@ -742,6 +761,7 @@ def _frame(records: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFram
         *XSEC_COLUMNS[:3],
         *XSEC_LIMIT_COLUMNS,
         *THEORY_COLUMNS,
+        *TOY_COLUMNS[2:],
     )
     for col in (*CLS_COLUMNS, "mu_hat", "seconds", *numeric):
         if col in df.columns:
@@ -795,8 +815,12 @@ def scan(
     significance: bool = False,
     xsec: pd.DataFrame | str | os.PathLike[str] | None = None,
     bracket: tuple[float, float] | None = None,
+    calctype: str = "asymptotics",
+    ntoys: int = 1000,
+    seed: int = 0,
+    toys_below_events: float | None = None,
 ) -> pd.DataFrame:
-    """Asymptotic CLs at ``mu`` for every point of a signal grid.
+    """CLs at ``mu`` (asymptotic, or from toys) for every point of a signal grid.
 
     Parameters
     ----------
@@ -867,6 +891,21 @@ def scan(
         with an uncertainty the theory band ``cls_obs_up, cls_obs_down``: the observed CLs
         with the signal scaled by ``1 + delta_up`` and ``1 - delta_down``
         (:func:`likelihood.observed_cls`).
+    calctype : {"asymptotics", "toybased"}
+        ``"toybased"``: CLs from pseudo-experiments (:func:`likelihood.hypotest_toys`,
+        ``ntoys`` per hypothesis, one point per worker); adds the columns ``calctype,
+        ntoys, cls_obs_err ... cls_exp_p2_err, clsb_obs, clb_obs``.  With
+        ``upper_limit``, the limits come from :func:`likelihood.upper_limit_toys`
+        (8 toy tests per point).
+    ntoys : int, default 1000
+        Toys per hypothesis and point.
+    seed : int, default 0
+        Seed of the toys; point ``name`` uses ``seed * 2**32 + crc32(name)``, so a point
+        gets the same toys whatever the chunking, workers or selection.
+    toys_below_events : float, optional
+        With ``"toybased"``: run toys only at points where a bin with signal has an
+        expected background below this many events (:func:`likelihood.toys.low_count_bins`);
+        the other points keep the asymptotic CLs (``calctype`` "asymptotics", errors 0).
 
     Returns
     -------
@@ -913,6 +952,10 @@ def scan(
         core=None,
         xsec=xsec,
         bracket=bracket,
+        calctype=calctype,
+        ntoys=ntoys,
+        seed=seed,
+        toys_below_events=toys_below_events,
     )
 
 
@@ -988,10 +1031,15 @@ def _scan(
     on_rows: Callable[[int], None] | None = None,
     xsec: Any = None,
     bracket: tuple[float, float] | None = None,
+    calctype: str = "asymptotics",
+    ntoys: int = 1000,
+    seed: int = 0,
+    toys_below_events: float | None = None,
 ) -> pd.DataFrame:
     """:func:`scan` with the statistics core as a parameter (tests pass a stand-in)."""
     started = time.perf_counter()
     _check_options(mu, jobs, expected, test_stat, chunk_size, output, resume, overwrite)
+    toys = _check_toy_options(calctype, ntoys, seed, toys_below_events)
     grids = _resolve_grids(bkgonly, patchset, labels)
     if verify:
         for g in grids:
@@ -1016,7 +1064,7 @@ def _scan(
             f"{len(table)} points of the grid",
         )
     has_xsec = _attach_xsec(table, grids, label_names, xsec)
-    columns = _result_columns(multi, label_names, upper_limit, significance, has_xsec)
+    columns = _result_columns(multi, label_names, upper_limit, significance, has_xsec, toys)
     settings = ScanSettings(
         float(mu),
         test_stat,
@@ -1027,6 +1075,13 @@ def _scan(
         significance=bool(significance),
         bracket=_bracket(bracket),
     )
+    if toys:
+        settings = settings._replace(
+            calctype=calctype,
+            ntoys=int(ntoys),
+            seed=int(seed),
+            toys_below_events=None if toys_below_events is None else float(toys_below_events),
+        )
 
     rf = ResultFile(output, columns) if output is not None else None
     results: dict[int, dict[str, Any]] = {}
@@ -1093,16 +1148,34 @@ def _scan(
 
     if not todo:
         log.info("scan: all %d selected point(s) are already in %s", len(final_rows), output)
+    # with toys the bar counts toys (2 * ntoys per point; a point without toys counts
+    # its share when it is done)
+    per_point = 2 * int(ntoys) if toys else 1
     bar = tqdm(
-        total=len(todo),
+        total=len(todo) * per_point,
         disable=not progress or not todo,
-        unit="pt",
+        unit="toy" if toys else "pt",
         desc="scan",
         dynamic_ncols=True,
         smoothing=0.1,
     )
     counts = {"ok": 0, "failed": 0}
     runner = _Runner(executor, jobs, len(tasks)) if tasks else None
+    reported: dict[int, int] = {}
+    poll: Callable[[], None] | None = None
+    if toys and runner is not None and runner.executor is None and (jobs or _default_jobs()) > 1:
+        # the points run here (one task): their toys go to a pool of their own
+        with _pinned_threads():
+            toy_pool = ProcessPoolExecutor(
+                max_workers=jobs or _default_jobs(),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker,
+            )
+        runner.owned.append(toy_pool)
+        tasks = [t._replace(settings=t.settings._replace(toy_executor=toy_pool)) for t in tasks]
+    if toys and progress and runner is not None:
+        tasks, poll = _toy_progress(tasks, runner, bar, reported)
+        runner.poll = poll
     computed = 0
     warned: set[str] = set()
     try:
@@ -1113,6 +1186,8 @@ def _scan(
                 else:
                     outcome_rows = outcome
                 _forward_warnings(task, outcome_rows, warned)
+                if poll is not None:
+                    poll()
                 for row in outcome_rows:
                     i = row["row"]
                     results[i] = row
@@ -1122,7 +1197,7 @@ def _scan(
                     rf.append(records([row["row"] for row in outcome_rows]))
                 computed += len(outcome_rows)
                 bar.set_postfix(counts, refresh=False)  # before update, which redraws
-                bar.update(len(outcome_rows))
+                bar.update(sum(per_point - reported.pop(r["row"], 0) for r in outcome_rows))
                 if on_rows is not None:
                     on_rows(computed)
             runner.close()
@@ -1254,6 +1329,65 @@ def _failed_chunk(task: ChunkTask, err: BaseException) -> list[dict[str, Any]]:
         row.update(row=point.row, patch=point.name, status="error", message=message)
         rows.append(row)
     return rows
+
+
+def _check_toy_options(calctype: str, ntoys: Any, seed: Any, toys_below_events: Any) -> bool:
+    """Validate the toy options; True when the scan runs toys."""
+    if calctype not in _CALCTYPES:
+        raise ScanError(f"calctype must be one of {_CALCTYPES}, got {calctype!r}")
+    if isinstance(ntoys, bool) or not isinstance(ntoys, int) or ntoys < 1:
+        raise ScanError(f"ntoys must be a positive integer, got {ntoys!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ScanError(f"seed must be a non-negative integer, got {seed!r}")
+    if toys_below_events is not None and not (
+        isinstance(toys_below_events, (int, float)) and toys_below_events > 0
+    ):
+        raise ScanError(f"toys_below_events must be a positive number, got {toys_below_events!r}")
+    return calctype == "toybased"
+
+
+class _DirectProgress:
+    """Toy progress of chunks computed in this process: straight to the bar."""
+
+    def __init__(self, bar: Any, reported: dict[int, int]) -> None:
+        self.bar = bar
+        self.reported = reported
+
+    def put(self, item: tuple[int, int]) -> None:
+        row, n = item
+        self.reported[row] = self.reported.get(row, 0) + n
+        self.bar.update(n)
+
+
+def _toy_progress(
+    tasks: list[ChunkTask], runner: _Runner, bar: Any, reported: dict[int, int]
+) -> tuple[list[ChunkTask], Callable[[], None] | None]:
+    """Let the workers report finished toys: tasks with a progress queue and its poller.
+
+    In this process the toys go straight to the bar; our own pool gets a manager queue
+    that the parent drains while it waits; other executors (Dask) report per point.
+    """
+    if runner.executor is None:
+        sink = _DirectProgress(bar, reported)
+        return [t._replace(settings=t.settings._replace(progress=sink)) for t in tasks], None
+    if runner.own_pool is None:
+        return tasks, None
+    import queue as queue_mod
+
+    manager = multiprocessing.get_context("spawn").Manager()
+    runner.owned.append(manager)
+    q = manager.Queue()
+
+    def poll() -> None:
+        while True:
+            try:
+                row, n = q.get_nowait()
+            except (queue_mod.Empty, OSError, EOFError):
+                return
+            reported[row] = reported.get(row, 0) + n
+            bar.update(n)
+
+    return [t._replace(settings=t.settings._replace(progress=q)) for t in tasks], poll
 
 
 def write_results(results: pd.DataFrame, path: str | os.PathLike[str]) -> Path:

@@ -80,6 +80,10 @@ LIKELIHOOD_PUBLIC = {
     "discovery",
     "DiscoveryResult",
     "InvalidModifierSettings",
+    "hypotest_toys",
+    "upper_limit_toys",
+    "ToyCLsResult",
+    "low_count_bins",
 }
 
 
