@@ -479,7 +479,10 @@ class _Runner:
             for k, task in enumerate(tasks):
                 try:
                     self.futures[self.executor.submit(_evaluate_chunk, task)] = task
-                except BrokenProcessPool:
+                except (BrokenProcessPool, OSError, RuntimeError):
+                    # the pool broke meanwhile: BrokenProcessPool, or, when a worker dies
+                    # while the pool is being told of new work, its closed wake-up pipe
+                    # ("handle is closed") or its shut-down manager
                     return list(tasks[k:])
         return []
 
@@ -558,7 +561,13 @@ class _Runner:
     def _kill_pool(self) -> None:
         if self.own_pool is None:
             return
-        processes = list((getattr(self.own_pool, "_processes", None) or {}).values())
+        processes: list[Any] = []
+        for _ in range(10):  # the pool's manager thread may be changing the dict right now
+            try:
+                processes = list((getattr(self.own_pool, "_processes", None) or {}).values())
+                break
+            except RuntimeError:
+                time.sleep(0.01)
         self.own_pool.shutdown(wait=False, cancel_futures=True)
         for proc in processes:
             with contextlib.suppress(Exception):
