@@ -39,8 +39,7 @@ import inspect
 import logging
 import math
 import multiprocessing
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, NamedTuple
 
@@ -48,6 +47,7 @@ import numpy as np
 
 from likelihood import cls as _cls
 from likelihood._minima import global_fit
+from likelihood._threads import pin_worker_threads, pinned_threads
 from likelihood.errors import LikelihoodError, NoPOIError
 from likelihood.fit import fit
 from likelihood.model import Model
@@ -81,14 +81,6 @@ _NEWTON_ONLY: dict[str, str] = (
     {"method": "newton"} if "method" in inspect.signature(fit).parameters else {}
 )
 #: environment variables that pin BLAS / OpenMP / numba to one thread per worker
-_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "VECLIB_MAXIMUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-}
 
 
 class ToyCLsResult(NamedTuple):
@@ -294,23 +286,7 @@ def _run_block(task: _BlockTask) -> _BlockResult:
 
 
 def _init_worker() -> None:
-    for key, value in _THREAD_ENV.items():
-        os.environ.setdefault(key, value)
-
-
-@contextlib.contextmanager
-def _pinned_threads() -> Iterator[None]:
-    """The one-thread variables in this process's environment while workers start."""
-    saved = {k: os.environ.get(k) for k in _THREAD_ENV}
-    os.environ.update(_THREAD_ENV)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    pin_worker_threads()
 
 
 def _run_blocks(
@@ -329,7 +305,7 @@ def _run_blocks(
         return [r for r in results if r is not None]
     own: ProcessPoolExecutor | None = None
     if executor is None:
-        with _pinned_threads():
+        with pinned_threads():
             own = ProcessPoolExecutor(
                 max_workers=min(workers, len(tasks)),
                 mp_context=multiprocessing.get_context("spawn"),
@@ -337,7 +313,7 @@ def _run_blocks(
             )
         executor = own
     try:
-        with _pinned_threads() if own is not None else contextlib.nullcontext():
+        with pinned_threads() if own is not None else contextlib.nullcontext():
             futures = {executor.submit(_run_block, task): k for k, task in enumerate(tasks)}
         from concurrent.futures import as_completed
 

@@ -32,6 +32,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from likelihood._threads import THREAD_ENV, pin_worker_threads
+
 __all__ = [
     "CLS_COLUMNS",
     "VALUE_COLUMNS",
@@ -83,15 +85,6 @@ TOY_COLUMNS: tuple[str, ...] = (
     "clsb_obs",
     "clb_obs",
 )
-#: Environment variables that pin BLAS / OpenMP / numba to one thread per worker.
-THREAD_ENV: dict[str, str] = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "VECLIB_MAXIMUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-}
 
 # How many compiled backgrounds a worker keeps (a multi-region scan cycles through a few).
 _CACHE_SIZE = 8
@@ -192,8 +185,7 @@ def init_worker(parent_pid: int | None = None) -> None:
     Then loads every numba kernel of the fits (:func:`likelihood.fit.warm_up`).
     """
     global _PARENT_PID
-    for key, value in THREAD_ENV.items():
-        os.environ.setdefault(key, value)
+    pin_worker_threads()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # every kernel a fit can reach (the L-BFGS-B fallback too) is loaded or compiled now,
     # never in the middle of the scan

@@ -30,12 +30,12 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from likelihood._threads import pinned_threads
 from recast._results import ResultFile, result_format, write_table
 from recast._scan_worker import (
     CLS_COLUMNS,
     SIGNIFICANCE_COLUMNS,
     THEORY_COLUMNS,
-    THREAD_ENV,
     TOY_COLUMNS,
     UPPER_LIMIT_COLUMNS,
     VALUE_COLUMNS,
@@ -342,21 +342,6 @@ def _default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-@contextlib.contextmanager
-def _pinned_threads() -> Iterator[None]:
-    """Set the one-thread variables in this process's environment while workers start."""
-    saved = {k: os.environ.get(k) for k in THREAD_ENV}
-    os.environ.update(THREAD_ENV)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _executor_workers(executor: Any) -> int | None:
     n = getattr(executor, "_max_workers", None)
     if isinstance(n, int):
@@ -418,7 +403,7 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
         finally:
             client.close()
         return
-    with _pinned_threads():
+    with pinned_threads():
         cluster = LocalCluster(
             n_workers=n_workers or _default_jobs(),
             threads_per_worker=1,
@@ -462,7 +447,7 @@ class _Runner:
 
     def _start_pool(self) -> None:
         # "spawn": fresh interpreters that read the one-thread variables at start-up.
-        with _pinned_threads():
+        with pinned_threads():
             self.own_pool = ProcessPoolExecutor(
                 max_workers=self.n_workers,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -475,7 +460,7 @@ class _Runner:
         """Submit ``tasks``; return those that could not be (the pool broke meanwhile)."""
         assert self.executor is not None
         # our own pool starts its workers on demand while tasks are submitted
-        with _pinned_threads() if self.own_pool is not None else contextlib.nullcontext():
+        with pinned_threads() if self.own_pool is not None else contextlib.nullcontext():
             for k, task in enumerate(tasks):
                 try:
                     self.futures[self.executor.submit(_evaluate_chunk, task)] = task
@@ -1174,7 +1159,7 @@ def _scan(
     poll: Callable[[], None] | None = None
     if toys and runner is not None and runner.executor is None and (jobs or _default_jobs()) > 1:
         # the points run here (one task): their toys go to a pool of their own
-        with _pinned_threads():
+        with pinned_threads():
             toy_pool = ProcessPoolExecutor(
                 max_workers=jobs or _default_jobs(),
                 mp_context=multiprocessing.get_context("spawn"),
