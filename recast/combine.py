@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from recast._documents import read_json_or_toml
 from recast.errors import CombineError
 
 __all__ = [
@@ -243,34 +244,7 @@ def read_combine_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
         ``{"rename": {str: str}, "settings": {str: dict}, "labels": {str: {str: str}}}``.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise CombineError(f"{p}: no such mapping file") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise CombineError(f"{p}: cannot read as UTF-8 text: {err}") from err
-    if p.suffix.lower() == ".toml":
-        try:
-            import tomllib as toml_reader  # type: ignore[import-not-found]
-        except ModuleNotFoundError:  # Python 3.10
-            try:
-                import tomli as toml_reader  # type: ignore[import-not-found,no-redef]
-            except ModuleNotFoundError as err:
-                raise CombineError(
-                    f"{p}: reading TOML needs Python >= 3.11 (tomllib) or the tomli package; "
-                    "write the mapping as JSON instead (same keys)"
-                ) from err
-        try:
-            doc = toml_reader.loads(text)
-        except ValueError as err:  # tomllib.TOMLDecodeError is a ValueError
-            raise CombineError(f"{p}: malformed TOML: {err}") from err
-    else:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CombineError(
-                f"{p}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-            ) from err
+    doc = read_json_or_toml(p, CombineError)
     return _parse_mapping(doc, str(p))
 
 

@@ -38,6 +38,7 @@ import pandas as pd
 from likelihood.errors import LikelihoodError
 from likelihood.validate import CHANNEL_REMOVE_PATH as _REMOVE_CHANNEL_RE
 from likelihood.validate import SAMPLE_ADD_PATH as _ADD_SAMPLE_RE
+from recast._documents import read_json_or_toml
 from recast._io import atomic_write_text
 from recast.errors import MappingError, RecastError, YieldsError, cli_worded
 from recast.yields import (
@@ -146,34 +147,7 @@ def read_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     ``drop_unlisted``, ``systematics``).
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise MappingError(f"{p}: no such mapping file") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise MappingError(f"{p}: cannot read as UTF-8 text: {err}") from err
-    if p.suffix.lower() == ".toml":
-        try:
-            import tomllib as toml_reader  # type: ignore[import-not-found]
-        except ModuleNotFoundError:
-            try:
-                import tomli as toml_reader  # type: ignore[import-not-found,no-redef]
-            except ModuleNotFoundError as err:
-                raise MappingError(
-                    f"{p}: reading TOML needs Python >= 3.11 (tomllib) or the tomli package; "
-                    "write the mapping as JSON instead (same keys)"
-                ) from err
-        try:
-            doc = toml_reader.loads(text)
-        except ValueError as err:  # tomllib.TOMLDecodeError is a ValueError
-            raise MappingError(f"{p}: malformed TOML: {err}") from err
-    else:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise MappingError(
-                f"{p}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-            ) from err
+    doc = read_json_or_toml(p, MappingError)
     _check_mapping_keys(doc, str(p))
     return doc
 
