@@ -28,7 +28,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from likelihood._minima import global_fit
-from likelihood.cls import _with_poi, asimov_data
+from likelihood.cls import _warm, _with_poi, asimov_data
 from likelihood.errors import LikelihoodError, NoPOIError
 from likelihood.fit import FitResult
 from likelihood.model import Model
@@ -149,11 +149,7 @@ def discovery(
         raise LikelihoodError(f"asimov_mu must be a finite number, got {asimov_mu!r}")
     msgs: list[str] = []
     nominal = model.init.copy()
-    starts = [nominal]
-    if init is not None:
-        warm = np.asarray(init, dtype=np.float64)
-        if warm.shape == nominal.shape and np.all(np.isfinite(warm)):
-            starts.append(np.clip(warm, model.bounds[:, 0], model.bounds[:, 1]))
+    starts = [nominal, *_warm(model, init)]
     # observed data: free fit and mu = 0 fit; the free fit is refitted from the mu = 0
     # minimum when that point is lower (it is a feasible point of the free fit)
     free = global_fit(model, starts)

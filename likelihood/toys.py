@@ -477,11 +477,7 @@ def hypotest_toys(
 
     # --- fits to the observed data: test statistic and generating points ---------------
     nominal = model.init.copy()
-    starts = [nominal]
-    if init is not None:
-        warm = np.asarray(init, dtype=np.float64)
-        if warm.shape == nominal.shape and np.all(np.isfinite(warm)):
-            starts.append(np.clip(warm, model.bounds[:, 0], model.bounds[:, 1]))
+    starts = [nominal, *_cls._warm(model, init)]
     free = global_fit(model, starts)
     if not free.success:
         msgs.append(f"free fit: {free.message}")
