@@ -11,45 +11,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from small_models import one_channel_workspace, signal_patch
 
 from cli import main
 from likelihood.spec import digest
 
 
 def _workspace(scale: float = 1.0) -> dict:
-    return {
-        "channels": [
-            {
-                "name": "SR",
-                "samples": [
-                    {
-                        "name": "bkg",
-                        "data": [10.0 * scale, 5.0],
-                        "modifiers": [
-                            {"name": "norm_bkg", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
-                        ],
-                    }
-                ],
-            }
-        ],
-        "observations": [{"name": "SR", "data": [11.0, 4.0]}],
-        "measurements": [{"name": "meas", "config": {"poi": "mu_SIG", "parameters": []}}],
-        "version": "1.0.0",
-    }
+    return one_channel_workspace([10.0 * scale, 5.0], [11.0, 4.0])
 
 
 def _signal(sr: list[float]) -> list[dict]:
-    return [
-        {
-            "op": "add",
-            "path": "/channels/0/samples/1",
-            "value": {
-                "name": "signal",
-                "data": sr,
-                "modifiers": [{"name": "mu_SIG", "type": "normfactor", "data": None}],
-            },
-        }
-    ]
+    return signal_patch(sr)
 
 
 @pytest.fixture

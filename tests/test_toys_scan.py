@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from small_models import one_channel_workspace, signal_patch
 
 import likelihood
 from cli import main
@@ -19,40 +20,12 @@ from recast.scan import scan
 
 
 def _workspace() -> dict:
-    return {
-        "channels": [
-            {
-                "name": "SR",
-                "samples": [
-                    {
-                        "name": "bkg",
-                        # bin 0: 2 background events, bin 1: 50
-                        "data": [2.0, 50.0],
-                        "modifiers": [
-                            {"name": "norm_bkg", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
-                        ],
-                    }
-                ],
-            }
-        ],
-        "observations": [{"name": "SR", "data": [1.0, 52.0]}],
-        "measurements": [{"name": "meas", "config": {"poi": "mu_SIG", "parameters": []}}],
-        "version": "1.0.0",
-    }
+    # bin 0: 2 background events, bin 1: 50
+    return one_channel_workspace([2.0, 50.0], [1.0, 52.0])
 
 
 def _signal(sr: list[float]) -> list[dict]:
-    return [
-        {
-            "op": "add",
-            "path": "/channels/0/samples/1",
-            "value": {
-                "name": "signal",
-                "data": sr,
-                "modifiers": [{"name": "mu_SIG", "type": "normfactor", "data": None}],
-            },
-        }
-    ]
+    return signal_patch(sr)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from small_models import one_channel_workspace, signal_patch
 
 import likelihood
 from cli import main
@@ -25,47 +26,11 @@ pytestmark = [pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
 
 def _workspace(poi_hi: float) -> dict:
-    return {
-        "channels": [
-            {
-                "name": "SR",
-                "samples": [
-                    {
-                        "name": "bkg",
-                        "data": [100.0, 50.0],
-                        "modifiers": [
-                            {"name": "norm_bkg", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
-                        ],
-                    }
-                ],
-            }
-        ],
-        "observations": [{"name": "SR", "data": [96.0, 49.0]}],
-        "measurements": [
-            {
-                "name": "meas",
-                "config": {
-                    "poi": "mu_SIG",
-                    "parameters": [{"name": "mu_SIG", "bounds": [[0.0, poi_hi]], "inits": [1.0]}],
-                },
-            }
-        ],
-        "version": "1.0.0",
-    }
+    return one_channel_workspace([100.0, 50.0], [96.0, 49.0], poi_bounds=(0.0, poi_hi))
 
 
 def _signal(sr: list[float]) -> list[dict]:
-    return [
-        {
-            "op": "add",
-            "path": "/channels/0/samples/1",
-            "value": {
-                "name": "signal",
-                "data": sr,
-                "modifiers": [{"name": "mu_SIG", "type": "normfactor", "data": None}],
-            },
-        }
-    ]
+    return signal_patch(sr)
 
 
 def _model(poi_hi: float, sig: list[float]) -> likelihood.Model:
