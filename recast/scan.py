@@ -47,6 +47,7 @@ from recast._scan_worker import (
     init_worker,
 )
 from recast.errors import ScanError, cli_worded
+from recast.xsec import XSEC_COLUMNS, XSEC_LIMIT_COLUMNS
 
 __all__ = ["scan", "best_expected", "write_results", "dask_client", "ScanInterrupted", "STATUSES"]
 
@@ -595,8 +596,6 @@ def _result_columns(
     xsec: tuple[bool, bool] = (False, False),
     toys: bool = False,
 ) -> list[str]:
-    from recast.xsec import XSEC_COLUMNS, XSEC_LIMIT_COLUMNS
-
     has_xsec, has_theory = xsec
     return [
         *(["region"] if multi else []),
@@ -616,7 +615,7 @@ def _attach_xsec(
     table: pd.DataFrame, grids: Sequence[_Grid], labels: Sequence[str], xsec: Any
 ) -> tuple[bool, bool]:
     """Add the cross-section columns to the point table; (any xsec, any uncertainty)."""
-    from recast.xsec import XSEC_COLUMNS, lookup, point_key, read_xsec, xsec_from_patchset
+    from recast.xsec import lookup, point_key, read_xsec, xsec_from_patchset
 
     found: list[dict[str, Any] | None] = []
     if xsec is not None:
@@ -746,8 +745,6 @@ def _record(
 
 
 def _frame(records: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    from recast.xsec import XSEC_COLUMNS, XSEC_LIMIT_COLUMNS
-
     df = pd.DataFrame.from_records(records, columns=list(columns))
     numeric = (
         *UPPER_LIMIT_COLUMNS,
@@ -1412,16 +1409,9 @@ _NON_LABEL = {
     *UPPER_LIMIT_COLUMNS,
     *SIGNIFICANCE_COLUMNS,
     *THEORY_COLUMNS,
-    "xsec",
-    "xsec_unc_up",
-    "xsec_unc_down",
-    "xsec_unit",
-    "xsec_ul_obs",
-    "xsec_ul_exp_m2",
-    "xsec_ul_exp_m1",
-    "xsec_ul_exp",
-    "xsec_ul_exp_p1",
-    "xsec_ul_exp_p2",
+    *TOY_COLUMNS,
+    *XSEC_COLUMNS,
+    *XSEC_LIMIT_COLUMNS,
 }
 
 

@@ -104,3 +104,23 @@ def test_low_count_rule():
     assert list(likelihood.toys.low_count_bins(model, events=1.0)) == []
     high = likelihood.compile(likelihood.apply_patch(_workspace(), _signal([0.0, 15.0])))
     assert list(likelihood.toys.low_count_bins(high, events=5.0)) == []
+
+
+def test_best_expected_of_a_toy_table_keys_points_by_their_labels(files):
+    """The toy columns (calctype, ntoys, *_err, clsb_obs, clb_obs) are results, not
+    point labels: best_expected keeps one row per point, the region of lowest cls_exp."""
+    import recast
+
+    bkg, ps = files
+    one = scan(bkg, ps, jobs=1, calctype="toybased", ntoys=50, seed=3)
+    regions = []
+    for name, shift in (("A", 0.0), ("B", -0.01)):
+        part = one.copy()
+        part.insert(0, "region", name)
+        part["cls_exp"] = part["cls_exp"] + shift  # B is the better region everywhere
+        part["cls_obs_err"] = part["cls_obs_err"] + (0.001 if name == "B" else 0.0)
+        regions.append(part)
+    best = recast.best_expected(pd.concat(regions, ignore_index=True))
+    assert len(best) == len(one)
+    assert set(best["region"]) == {"B"}
+    assert sorted(best["patch"]) == sorted(one["patch"])
