@@ -352,6 +352,21 @@ def _toys(
     row["message"] = _one_line(res.message)
 
 
+def _extra_failed(row: dict[str, Any], what: str, err: Exception) -> None:
+    """An extra computation of a point (upper limit, significance, theory band) raised:
+    the row keeps its CLs values and gets status ``error``."""
+    log.debug("%s of %s failed", what, row["patch"], exc_info=True)
+    row["status"] = "error"
+    row["message"] = _one_line(f"{what}: {type(err).__name__}: {err}")
+
+
+def _extra_status(row: dict[str, Any], what: str, status: str, message: str) -> None:
+    """The first extra computation that is not ``ok`` sets the row's status and message."""
+    if status != "ok" and row["status"] == "ok":
+        row["status"] = str(status)
+        row["message"] = _one_line(f"{what}: {message}")
+
+
 def _upper_limit(core: Any, model: Any, settings: ScanSettings, row: dict[str, Any]) -> None:
     """Add the upper limits to ``row``; a failure keeps the CLs values and sets the status."""
     try:
@@ -369,16 +384,12 @@ def _upper_limit(core: Any, model: Any, settings: ScanSettings, row: dict[str, A
                 model, test_stat=settings.test_stat, expected=settings.expected, **extra
             )
     except Exception as err:
-        log.debug("upper limit of %s failed", row["patch"], exc_info=True)
-        row["status"] = "error"
-        row["message"] = _one_line(f"upper limit: {type(err).__name__}: {err}")
+        _extra_failed(row, "upper limit", err)
         return
     row["mu_ul_obs"] = float(ul.mu_ul_obs)
     for col, value in zip(UPPER_LIMIT_COLUMNS[1:], ul.mu_ul_exp, strict=True):
         row[col] = float(value)
-    if ul.status != "ok" and row["status"] == "ok":
-        row["status"] = str(ul.status)
-        row["message"] = _one_line(f"upper limit: {ul.message}")
+    _extra_status(row, "upper limit", ul.status, ul.message)
 
 
 def _significance(
@@ -388,17 +399,13 @@ def _significance(
     try:
         d = core.discovery(model, expected=settings.expected, init=init)
     except Exception as err:
-        log.debug("significance of %s failed", row["patch"], exc_info=True)
-        row["status"] = "error"
-        row["message"] = _one_line(f"significance: {type(err).__name__}: {err}")
+        _extra_failed(row, "significance", err)
         return
     row["p0_obs"] = float(d.p0_obs)
     row["z_obs"] = float(d.z_obs)
     row["p0_exp"] = float(d.p0_exp[2])
     row["z_exp"] = float(d.z_exp[2])
-    if d.status != "ok" and row["status"] == "ok":
-        row["status"] = str(d.status)
-        row["message"] = _one_line(f"significance: {d.message}")
+    _extra_status(row, "significance", d.status, d.message)
 
 
 def _theory_band(
@@ -421,15 +428,11 @@ def _theory_band(
             init=init,
         )
     except Exception as err:
-        log.debug("theory band of %s failed", row["patch"], exc_info=True)
-        row["status"] = "error"
-        row["message"] = _one_line(f"theory band: {type(err).__name__}: {err}")
+        _extra_failed(row, "theory band", err)
         return
     for i, value in zip(wanted, res.cls_obs, strict=True):
         row[THEORY_COLUMNS[i]] = float(value)
-    if res.status != "ok" and row["status"] == "ok":
-        row["status"] = str(res.status)
-        row["message"] = _one_line(f"theory band: {res.message}")
+    _extra_status(row, "theory band", res.status, res.message)
 
 
 def _evaluate_point(
