@@ -84,7 +84,11 @@ def evenness(model: Model) -> np.ndarray:
     ``hi - 1`` and ``1 - lo``, times the row's nominal yield.  Summed per parameter,
     ``even / (even + odd)``: near 1 for a systematic whose up and down variations go the
     same way (one-sided, symmetrised), whose twice-NLL has two minima at about +-a.
+    Computed once per model.
     """
+    cached = model.__dict__.get("_evenness")
+    if cached is not None:
+        return cached
     cm = model.compiled
     even = np.zeros(model.n_pars)
     odd = np.zeros(model.n_pars)
@@ -97,7 +101,10 @@ def evenness(model: Model) -> np.ndarray:
     np.add.at(even, cm.rf_par[ns], np.abs(hi + lo - 2.0) / 2 * t)
     np.add.at(odd, cm.rf_par[ns], np.abs(hi - lo) / 2 * t)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return even / (even + odd)
+        out = even / (even + odd)
+    out.setflags(write=False)
+    model.__dict__["_evenness"] = out
+    return out
 
 
 def _candidates(
