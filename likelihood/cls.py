@@ -355,16 +355,24 @@ class _Profile:
     def predict(self, mu: float) -> np.ndarray:
         """Start of the fit at ``mu``: the minima at the nearest fitted mu values,
         interpolated in mu (quadratically between three of them, else linearly through
-        the two nearest, extrapolated beyond them)."""
+        the two nearest, extrapolated beyond them), or the nearest minimum alone where
+        that start has no finite twice-NLL (a rate extrapolated below zero)."""
         ok = sorted((m for m, r in self.fits.items() if r.success), key=lambda m: abs(m - mu))
-        near = ok[:3]
-        if len(near) == 3 and min(near) < mu < max(near):
-            pts = near
-        else:
-            pts = near[:2]
-        if not pts:
-            start = np.array(self.seed, dtype=np.float64, copy=True)
-        else:
+        # nodes nearest to mu, none nearly on top of a nearer one as seen from mu (e.g. the
+        # free fit at mu_hat ~ 0 and the mu = 0 fit): the interpolation would amplify
+        # their difference without bound
+        near: list[float] = []
+        for m in ok:
+            if all(abs(m - n) >= 0.1 * abs(mu - n) for n in near):
+                near.append(m)
+                if len(near) == 3:
+                    break
+        if not (len(near) == 3 and min(near) < mu < max(near)):
+            near = near[:2]
+        lo, hi = self.model.bounds[:, 0], self.model.bounds[:, 1]
+        for pts in (near, near[:1]):
+            if not pts:
+                break
             start = np.zeros(self.model.n_pars)
             for i, mi in enumerate(pts):
                 w = 1.0
@@ -372,9 +380,12 @@ class _Profile:
                     if j != i:
                         w *= (mu - mj) / (mi - mj)
                 start += w * self.fits[mi].pars
-        start = np.clip(start, self.model.bounds[:, 0], self.model.bounds[:, 1])
-        start[self.poi] = mu
-        return start
+            start = np.clip(start, lo, hi)
+            start[self.poi] = mu
+            d, a = self.kw["data"], self.kw["auxdata"]
+            if len(pts) == 1 or math.isfinite(self.model.twice_nll(start, d, a, stable=True)):
+                return start
+        return _with_poi(self.seed, self.poi, mu)
 
     def fit(self, mu: float) -> FitResult:
         r = self.fits.get(mu)
@@ -411,8 +422,9 @@ class _Profile:
     def verify(self, mu: float) -> bool:
         """Refit at ``mu`` with the whole start policy (once per mu); True if it went lower.
 
-        A lower minimum is a basin that the warm starts did not follow: every other fit
-        along mu is then also tried from it (with the POI moved), and the lower kept.
+        A lower minimum is a basin that the warm starts did not follow: the fits at the
+        neighbouring mu values are then also tried in it, outwards from ``mu`` (each from the
+        last one), and the lower kept, as long as it is lower.
         """
         if mu in self.verified or mu not in self.fits:
             return False
@@ -427,14 +439,26 @@ class _Profile:
         if not _minima.key(r) < _minima.key(old) - _minima.AGREE:
             return False
         self.fits[mu] = r
-        for m, other in list(self.fits.items()):
-            if m in self.exact or m == mu:
-                continue
-            r2 = _minima.global_fit(
-                self.model, [_with_poi(r.pars, self.poi, m)], fixed_poi=m, mirror=False, **self.kw
-            )
-            if _minima.key(r2) < _minima.key(other) - _minima.AGREE:
-                self.fits[m] = r2
+        # follow the new basin outwards from mu, each fit from the last one, while it is
+        # lower than the fits there
+        for side in (
+            sorted(m for m in self.fits if m > mu),
+            sorted(m for m in self.fits if m < mu)[::-1],
+        ):
+            last = r
+            for m in side:
+                if m in self.exact:
+                    break
+                r2 = _minima.global_fit(
+                    self.model,
+                    [_with_poi(last.pars, self.poi, m)],
+                    fixed_poi=m,
+                    mirror=False,
+                    **self.kw,
+                )
+                if not _minima.key(r2) < _minima.key(self.fits[m]) - _minima.AGREE:
+                    break
+                self.fits[m] = last = r2
         return True
 
 
