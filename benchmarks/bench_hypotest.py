@@ -123,27 +123,69 @@ def _time_with_patch(bkg: dict, patches: list[tuple[str, list]]) -> list[float]:
     return out
 
 
+class _FitCounter:
+    """Counts the fits (and their Newton iterations) and the screened restarts of the start
+    policy while active (``likelihood._minima``'s ``fit`` and ``_screen``)."""
+
+    def __init__(self) -> None:
+        self.fits = self.iters = self.screens = 0
+
+    def __enter__(self) -> _FitCounter:
+        from likelihood import _minima
+
+        self._minima, self._fit, self._screen = _minima, _minima.fit, _minima._screen
+
+        def fit(*args: object, **kw: object) -> object:
+            r = self._fit(*args, **kw)
+            self.fits += 1
+            self.iters += r.n_iter
+            return r
+
+        def screen(*args: object, **kw: object) -> object:
+            self.screens += 1
+            return self._screen(*args, **kw)
+
+        _minima.fit, _minima._screen = fit, screen
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._minima.fit, self._minima._screen = self._fit, self._screen
+
+
 def _upper_limit_cost(label: str, bkg: dict, patches: list[tuple[str, list]]) -> None:
     import likelihood
 
     bg = likelihood.Background(bkg)
     likelihood.upper_limit(bg.with_patch(patches[0][1]))  # warm-up
-    ratios, t_cls, t_ul = [], [], []
+    ratios, t_cls, t_ul, counts = [], [], [], []
     for name, patch in patches:
         model = bg.with_patch(patch, name=name)
-        t0 = time.perf_counter()
-        likelihood.hypotest(model)
-        t1 = time.perf_counter()
-        ul = likelihood.upper_limit(model)
-        t2 = time.perf_counter()
+        with _FitCounter() as c_cls:
+            t0 = time.perf_counter()
+            likelihood.hypotest(model)
+            t1 = time.perf_counter()
+        with _FitCounter() as c_ul:
+            ul = likelihood.upper_limit(model)
+            t2 = time.perf_counter()
         t_cls.append(t1 - t0)
         t_ul.append(t2 - t1)
         ratios.append((t2 - t1) / (t1 - t0))
+        counts.append((c_cls, c_ul))
         if ul.status != "ok":
             print(f"    warning: {name}: {ul.status} {ul.message}")
+    med = statistics.median
     print(
-        f"  {label:16s}: hypotest median {statistics.median(t_cls) * 1e3:7.1f} ms, upper_limit "
-        f"{statistics.median(t_ul) * 1e3:7.1f} ms: {statistics.median(ratios):.1f}x the CLs cost"
+        f"  {label:16s}: hypotest median {med(t_cls) * 1e3:7.1f} ms, upper_limit "
+        f"{med(t_ul) * 1e3:7.1f} ms: {med(ratios):.1f}x the CLs cost (median of "
+        f"{len(ratios)} points, range {min(ratios):.1f}-{max(ratios):.1f}x)"
+    )
+    print(
+        f"  {'':16s}  fits per point (Newton iterations, screened restarts): hypotest "
+        f"{med(c.fits for c, _ in counts):.0f} ({med(c.iters for c, _ in counts):.0f}, "
+        f"{med(c.screens for c, _ in counts):.0f}), upper_limit "
+        f"{med(u.fits for _, u in counts):.0f} ({med(u.iters for _, u in counts):.0f}, "
+        f"{med(u.screens for _, u in counts):.0f}); iterations "
+        f"{med(u.iters / max(c.iters, 1) for c, u in counts):.1f}x"
     )
 
 
@@ -302,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             f"max {max(theirs) * 1e3:.1f})"
         )
         print(f"  ratio pyhf / recastkit: {med_theirs / med_ours:7.1f}x")
-    ul_points = 2 if args.quick else 3
+    ul_points = 5 if args.quick else 10
     print(f"\nupper_limit vs hypotest ({ul_points} points each, same process, warm):")
     for label, bkg, patches in _cases(shared, ul_points):
         _upper_limit_cost(label, bkg, patches)

@@ -306,17 +306,212 @@ def hypotest(
     )
 
 
+#: a root of the upper-limit search has converged when its function (``sqrt(q_mu,A)`` minus
+#: its target, or ``Phi^-1(CLs_obs) - Phi^-1(level)``) is below this in magnitude
+_ROOT_TOL = 1e-7
+#: ... or below this when the bracket around it has shrunk to nothing
+_ROOT_TOL_LOOSE = 1e-6
+#: rounds of root searches and their verification before the search gives up
+_VERIFY_ROUNDS = 4
+
+
+class _Profile:
+    """Conditional fits of one data set (observed or Asimov) along mu, for root searches.
+
+    Each new mu is fitted from one start: the parameters of the two nearest fitted mu
+    values, interpolated linearly in mu (extrapolated beyond them), a predictor of the
+    minimum at mu that leaves Newton a few iterations.  A fit that fails from it gets the
+    whole start policy of :mod:`likelihood._minima`.  The fits that a result is read from
+    (the roots) are checked with the whole start policy by :meth:`verify`; *anchors* are
+    minima known without a fit (the free fit at its own mu_hat, the generating point of the
+    Asimov data at mu = 0).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        seed: np.ndarray,
+        data: np.ndarray | None,
+        aux: np.ndarray | None,
+        nll_min: float,
+        what: str,
+        failures: list[str],
+    ) -> None:
+        poi = model.poi_index
+        assert poi is not None
+        self.model, self.poi, self.seed = model, poi, seed
+        self.kw: dict[str, Any] = {"data": data, "auxdata": aux}
+        self.nll_min, self.what, self.failures = nll_min, what, failures
+        self.fits: dict[float, FitResult] = {}
+        self.exact: set[float] = set()
+        self.verified: set[float] = set()
+
+    def anchor(self, mu: float, r: FitResult) -> None:
+        if r.success and math.isfinite(r.twice_nll):
+            self.fits[mu] = r
+            self.exact.add(mu)
+            self.verified.add(mu)
+
+    def predict(self, mu: float) -> np.ndarray:
+        """Start of the fit at ``mu``: the minima at the nearest fitted mu values,
+        interpolated in mu (quadratically between three of them, else linearly through
+        the two nearest, extrapolated beyond them), or the nearest minimum alone where
+        that start has no finite twice-NLL (a rate extrapolated below zero)."""
+        ok = sorted((m for m, r in self.fits.items() if r.success), key=lambda m: abs(m - mu))
+        # nodes nearest to mu, none nearly on top of a nearer one as seen from mu (e.g. the
+        # free fit at mu_hat ~ 0 and the mu = 0 fit): the interpolation would amplify
+        # their difference without bound
+        near: list[float] = []
+        for m in ok:
+            if all(abs(m - n) >= 0.1 * abs(mu - n) for n in near):
+                near.append(m)
+                if len(near) == 3:
+                    break
+        if not (len(near) == 3 and min(near) < mu < max(near)):
+            near = near[:2]
+        lo, hi = self.model.bounds[:, 0], self.model.bounds[:, 1]
+        for pts in (near, near[:1]):
+            if not pts:
+                break
+            start = np.zeros(self.model.n_pars)
+            for i, mi in enumerate(pts):
+                w = 1.0
+                for j, mj in enumerate(pts):
+                    if j != i:
+                        w *= (mu - mj) / (mi - mj)
+                start += w * self.fits[mi].pars
+            start = np.clip(start, lo, hi)
+            start[self.poi] = mu
+            d, a = self.kw["data"], self.kw["auxdata"]
+            if len(pts) == 1 or math.isfinite(self.model.twice_nll(start, d, a, stable=True)):
+                return start
+        return _with_poi(self.seed, self.poi, mu)
+
+    def fit(self, mu: float) -> FitResult:
+        r = self.fits.get(mu)
+        if r is not None:
+            return r
+        start = self.predict(mu)
+        r = _minima.global_fit(self.model, [start], fixed_poi=mu, mirror=False, **self.kw)
+        if not r.success:
+            # the predictor led astray: the whole start policy
+            r = _minima.global_fit(
+                self.model, [start, _with_poi(self.seed, self.poi, mu)], fixed_poi=mu, **self.kw
+            )
+            self.verified.add(mu)
+            if not r.success:
+                self.failures.append(f"{self.what} at mu={mu:g}: {r.message}")
+        self.fits[mu] = r
+        return r
+
+    def sqrt_q(self, mu: float) -> float:
+        """``sqrt(2 (NLL(mu) - NLL_min))`` (twice-NLL difference); NaN if the fit failed."""
+        r = self.fit(mu)
+        if not r.success:
+            return math.nan
+        return math.sqrt(max(r.twice_nll - self.nll_min, 0.0))
+
+    def points(self) -> list[tuple[float, float]]:
+        """(mu, sqrt_q) of every converged fit so far."""
+        return [
+            (m, math.sqrt(max(r.twice_nll - self.nll_min, 0.0)))
+            for m, r in sorted(self.fits.items())
+            if r.success
+        ]
+
+    def verify(self, mu: float) -> bool:
+        """Refit at ``mu`` with the whole start policy (once per mu); True if it went lower.
+
+        A lower minimum is a basin that the warm starts did not follow: the fits at the
+        neighbouring mu values are then also tried in it, outwards from ``mu`` (each from the
+        last one), and the lower kept, as long as it is lower.
+        """
+        if mu in self.verified or mu not in self.fits:
+            return False
+        self.verified.add(mu)
+        old = self.fits[mu]
+        r = _minima.global_fit(
+            self.model,
+            [old.pars, _with_poi(self.seed, self.poi, mu)],
+            fixed_poi=mu,
+            **self.kw,
+        )
+        if not _minima.key(r) < _minima.key(old) - _minima.AGREE:
+            return False
+        self.fits[mu] = r
+        # follow the new basin outwards from mu, each fit from the last one, while it is
+        # lower than the fits there
+        for side in (
+            sorted(m for m in self.fits if m > mu),
+            sorted(m for m in self.fits if m < mu)[::-1],
+        ):
+            last = r
+            for m in side:
+                if m in self.exact:
+                    break
+                r2 = _minima.global_fit(
+                    self.model,
+                    [_with_poi(last.pars, self.poi, m)],
+                    fixed_poi=m,
+                    mirror=False,
+                    **self.kw,
+                )
+                if not _minima.key(r2) < _minima.key(self.fits[m]) - _minima.AGREE:
+                    break
+                self.fits[m] = last = r2
+        return True
+
+
+def _local(pts: list[tuple[float, float]], x: float) -> float:
+    """``pts`` (mu, value) interpolated at ``x``: quadratically through the three points
+    nearest to ``x`` when ``x`` lies between them, else linearly through the two nearest
+    (extrapolated), else the one value."""
+    near = sorted(pts, key=lambda p: abs(p[0] - x))[:3]
+    if not (len(near) == 3 and min(p[0] for p in near) < x < max(p[0] for p in near)):
+        near = near[:2]
+    return _lagrange(near, x)
+
+
+def _lagrange(pts: list[tuple[float, float]], x: float) -> float:
+    """The polynomial through ``pts`` (mu, value) at ``x``."""
+    total = 0.0
+    for i, (xi, yi) in enumerate(pts):
+        w = yi
+        for j, (xj, _yj) in enumerate(pts):
+            if j != i:
+                w *= (x - xj) / (xi - xj)
+        total += w
+    return total
+
+
+def _model_root(f: Any, lo: float, hi: float) -> float | None:
+    """Root of the cheap model function ``f`` in ``(lo, hi)``, None without a sign change."""
+    from scipy.optimize import brentq
+
+    try:
+        flo, fhi = f(lo), f(hi)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if not (math.isfinite(flo) and math.isfinite(fhi)) or flo * fhi > 0:
+        return None
+    if flo == 0.0 or fhi == 0.0:
+        return None
+    try:
+        x = float(brentq(f, lo, hi, xtol=1e-14, rtol=1e-14, maxiter=100))
+    except (ValueError, RuntimeError, ZeroDivisionError, OverflowError):
+        return None
+    return x if lo < x < hi else None
+
+
 class _Curves:
     """The observed and expected CLs(mu) curves of one model, for root searches.
 
     The fits that do not depend on mu are made once: the free fit, the mu = 0 fit and the
     Asimov data it generates (with the free fit to the Asimov data at its generating
-    point).  Each mu then needs the mu fit to the observed data (only where
-    ``mu_hat <= mu``, else ``q_mu = 0``) and the mu fit to the Asimov data, each started
-    from the minimum at the nearest mu already fitted (a warm start along the root
-    search) and the generating point, with the start policy of :mod:`likelihood._minima`.
-    The five expected curves need the Asimov fit only (arXiv:1007.1727 eq. 66 with
-    ``t = n``): no fit to the observed data.
+    point, which is also the Asimov fit at mu = 0).  Each mu then needs the mu fit to the
+    Asimov data (:class:`_Profile`) and, for the observed curve only, the mu fit to the
+    observed data (only where ``mu_hat <= mu``, else ``q_mu = 0``).  The five expected
+    curves depend on mu only through ``sqrt(q_mu,A)(mu)``: one curve, five targets.
     """
 
     def __init__(self, model: Model, test_stat: str, expected: str) -> None:
@@ -339,132 +534,209 @@ class _Curves:
         self.pars_a = self.bkg.pars if self.bkg is not None else _with_poi(nominal, poi, 0.0)
         self.data_a, self.aux_a = asimov_data(model, self.pars_a)
         self.nll_a_free = model.twice_nll(self.pars_a, self.data_a, self.aux_a, stable=True)
-        self.cond: dict[float, FitResult] = {}
-        self.cond_a: dict[float, FitResult] = {}
         self.failures: list[str] = []
         for name, r in (("free fit", self.free), ("fit at mu=0", self.bkg)):
             if r is not None and not r.success:
                 self.failures.append(f"{name}: {r.message}")
+        self.obs = _Profile(
+            model, self.free.pars, None, None, self.free.twice_nll, "fit", self.failures
+        )
+        self.asimov = _Profile(
+            model,
+            self.pars_a,
+            self.data_a,
+            self.aux_a,
+            self.nll_a_free,
+            "Asimov fit",
+            self.failures,
+        )
+        gen = FitResult(_with_poi(self.pars_a, poi, 0.0), self.nll_a_free, True, "ok", "", 0)
+        self.asimov.anchor(0.0, gen)
+        if self.free.success:
+            self.obs.anchor(self.mu_hat, self.free)
+        if self.bkg is not None and self.mu_hat > 0.0:
+            self.obs.anchor(0.0, self.bkg)
+        self.goal = math.nan
 
-    def _fit(
-        self, cache: dict[float, FitResult], mu: float, seed: np.ndarray, **kw: Any
-    ) -> FitResult:
-        r = cache.get(mu)
-        if r is not None:
-            return r
-        starts = [_with_poi(seed, self.poi, mu)]
-        if cache:
-            near = min(cache, key=lambda m: abs(m - mu))
-            starts.insert(0, _with_poi(cache[near].pars, self.poi, mu))
-        # the first fit gets the whole start policy; later ones are warm starts from a
-        # neighbouring mu, verified with the whole policy at the roots (verify)
-        r = _minima.global_fit(self.model, starts, fixed_poi=mu, mirror=not cache, **kw)
-        if not r.success:
-            self.failures.append(f"fit at mu={mu:g}: {r.message}")
-        cache[mu] = r
-        return r
-
-    def verify(self, mu: float) -> bool:
-        """Refit at ``mu`` with the whole start policy; True if a fit went lower."""
-        changed = False
-        jobs: list[tuple[dict[float, FitResult], np.ndarray, Any, Any]] = [
-            (self.cond_a, self.pars_a, self.data_a, self.aux_a),
-            (self.cond, self.free.pars, None, None),
-        ]
-        for cache, seed, data, aux in jobs:
-            if mu not in cache:
-                continue
-            old = cache[mu]
-            r = _minima.global_fit(
-                self.model,
-                [old.pars, _with_poi(seed, self.poi, mu)],
-                data=data,
-                auxdata=aux,
-                fixed_poi=mu,
-            )
-            if _minima.key(r) < _minima.key(old) - _minima.AGREE:
-                cache[mu] = r
-                changed = True
-        return changed
-
+    # -- the curves ---------------------------------------------------------------------
     def sqrt_qa(self, mu: float) -> float:
-        r = self._fit(self.cond_a, mu, self.pars_a, data=self.data_a, auxdata=self.aux_a)
-        return math.sqrt(max(r.twice_nll - self.nll_a_free, 0.0))
+        return self.asimov.sqrt_q(mu)
 
     def sqrt_q(self, mu: float) -> float:
         if self.mu_hat > mu:
             return 0.0
-        r = self._fit(self.cond, mu, self.free.pars)
-        return math.sqrt(max(r.twice_nll - self.free.twice_nll, 0.0))
+        return self.obs.sqrt_q(mu)
 
     def cls_obs(self, mu: float) -> float:
         sqa = self.sqrt_qa(mu)
-        return _pvalues(_teststat(self.sqrt_q(mu), sqa, self.test_stat), sqa)[0]
+        sq = self.sqrt_q(mu)
+        if not (math.isfinite(sqa) and math.isfinite(sq)):
+            return math.nan
+        return _pvalues(_teststat(sq, sqa, self.test_stat), sqa)[0]
 
     def cls_exp(self, mu: float, k: int) -> float:
         """Expected CLs at mu, ``k`` indexing the band as ``CLsResult.cls_exp``."""
-        return _pvalues(_NSIGMA[k], self.sqrt_qa(mu))[0]
+        sqa = self.sqrt_qa(mu)
+        return _pvalues(_NSIGMA[k], sqa)[0] if math.isfinite(sqa) else math.nan
+
+    def _h_obs(self, mu: float, level: float) -> float:
+        c = self.cls_obs(mu)
+        if not math.isfinite(c):
+            return math.nan
+        return float(ndtri(min(max(c, 1e-300), 1.0 - 1e-16))) - float(ndtri(level))
+
+    # -- the models of the curves between fits (predictors of the root searches) ---------
+    def _widths(self) -> list[tuple[float, float]]:
+        """(mu, mu / sqrt(q_mu,A)) of the Asimov fits so far: the width of the Asimov
+        profile likelihood, slowly varying in mu (arXiv:1007.1727 eq. 30)."""
+        return [(m, m / s) for m, s in self.asimov.points() if m > 0.0 and s > 0.0]
+
+    def _model_cls_obs(self) -> Any:
+        """A model of CLs_obs(mu) from the fits so far, or None: the width
+        ``mu / sqrt(q_mu,A)`` and the slope ``q_mu / (mu - mu_hat)`` interpolated over the
+        three nearest fitted mu values (both nearly linear in mu, arXiv:1007.1727 eq. 30)."""
+        ga = self._widths()
+        # q_mu / (mu - mu_hat): (mu - mu_hat) / sigma^2, also with mu_hat clipped at a bound
+        mu_hat = self.mu_hat
+        gq = [(m, s * s / (m - mu_hat)) for m, s in self.obs.points() if m > mu_hat and s > 0]
+        if gq and mu_hat > self.model.bounds[self.poi, 0] + 1e-9:
+            gq.append((mu_hat, 0.0))  # no bound at mu_hat: q_mu = (mu - mu_hat)^2 / sigma^2
+        if not ga or not gq:
+            return None
+
+        def cls(m: float) -> float:
+            sqa = m / _local(ga, m)
+            sq = math.sqrt(max(_local(gq, m), 0.0) * max(m - mu_hat, 0.0))
+            if not sqa > 0.0:
+                return math.nan
+            return _pvalues(_teststat(sq, sqa, self.test_stat), sqa)[0]
+
+        return cls
+
+    def next_upper(self, b: float, level: float) -> float:
+        """The next upper end of the default bracket after ``b``: ``b`` doubled as often as
+        the models of the curves say every curve is well below the level there (at least
+        once)."""
+        target = max(_target(k, level) for k in range(5))
+        ga = self._widths()
+        obs = self._model_cls_obs() if self.mu_hat <= b else None
+        for j in range(1, 11):
+            m = b * 2.0**j
+            ok = bool(ga) and m / _local(ga, m) > target * 1.05
+            if ok and obs is not None:
+                c = obs(m)
+                ok = math.isfinite(c) and c < 0.5 * level
+            if ok:
+                return m
+        return 2.0 * b
+
+    def _predict(self, k: int, level: float, lo: float, hi: float) -> float | None:
+        """Root of the model of curve ``k`` in ``(lo, hi)``, or None."""
+        if k >= 0:
+            # the width through the (up to) three fits whose sqrt(q_mu,A) is nearest to the
+            # target: m = target * width(m)
+            target = _target(k, level)
+            pts = sorted(self.asimov.points(), key=lambda p: abs(p[1] - target))
+            g = [(m, m / s) for m, s in pts if m > 0.0 and s > 0.0][:3]
+            for n in range(len(g), 0, -1):
+                x = _model_root(lambda m, gn=g[:n]: m - target * _lagrange(gn, m), lo, hi)
+                if x is not None:
+                    return x
+            return None
+        cls = self._model_cls_obs()
+        if cls is None:
+            return None
+        goal = float(ndtri(level))
+
+        def f(m: float) -> float:
+            c = cls(m)
+            return float(ndtri(min(max(c, 1e-300), 1.0 - 1e-16))) - goal
+
+        return _model_root(f, lo, hi)
+
+    def h(self, k: int, level: float, mu: float) -> float:
+        """The function whose root is the limit of curve ``k`` (-1 observed): increasing
+        ``sqrt(q_mu,A) - s_k`` for the expected ones, decreasing
+        ``Phi^-1(CLs_obs) - Phi^-1(level)`` for the observed."""
+        if k >= 0:
+            return self.sqrt_qa(mu) - _target(k, level)
+        return self._h_obs(mu, level)
+
+    def known(self, k: int, level: float) -> list[tuple[float, float]]:
+        """(mu, h) of curve ``k`` at every mu already fitted (no new fit)."""
+        out = []
+        for m, r in self.asimov.fits.items():
+            if not r.success or (k < 0 and m >= self.mu_hat and m not in self.obs.fits):
+                continue
+            out.append((m, self.h(k, level, m)))
+        return out
+
+    def verify(self, k: int, mu: float) -> bool:
+        """The fits at the root ``mu`` of curve ``k`` with the whole start policy; True if
+        one went lower."""
+        changed = self.asimov.verify(mu)
+        if k < 0 and self.mu_hat <= mu:
+            changed = self.obs.verify(mu) or changed
+        return changed
 
 
-def _secant_root(h: Any, known: list[tuple[float, float]], a: float, b: float) -> float | None:
-    """Root of the nearly linear ``h`` in ``[a, b]`` by secant steps from the two known
-    points ``(mu, h(mu))`` nearest to the root; None if they do not converge."""
-    pts = sorted(known, key=lambda p: abs(p[1]))[:2]
-    if len(pts) < 2:
-        return None
-    (x0, h0), (x1, h1) = pts
-    for _ in range(10):
-        if h1 == h0:
-            return None
-        x2 = min(max(x1 - h1 * (x1 - x0) / (h1 - h0), a), b)
-        h2 = h(x2)
-        if not math.isfinite(h2):
-            return None
-        x0, h0, x1, h1 = x1, h1, x2, h2
-        if abs(h1) < 1e-7 or abs(x1 - x0) < 1e-8 * max(1.0, abs(x1)):
-            return float(x1) if abs(h1) < 1e-6 else None
-    return None
+def _target(k: int, level: float) -> float:
+    """``sqrt(q_mu,A)`` at which the expected CLs of band ``k`` equals ``level`` (eq. 66)."""
+    n = _NSIGMA[k]
+    return float(-ndtri(level * ndtr(-n)) - n)
 
 
 def _root(curves: _Curves, k: int, level: float, a: float, b: float) -> float:
-    """Limit of curve ``k`` (-1 observed, else the expected band index) in ``[a, b]``.
+    """Limit of curve ``k`` (-1 observed, else the expected band index) in ``[a, b]``,
+    where its function :meth:`_Curves.h` changes sign; NaN if the search fails.
 
     Expected CLs depends on mu only through ``sqrt(q_mu,A)``, close to linear in mu
-    (arXiv:1007.1727 eq. 30): solve ``sqrt(q_mu,A)(mu) = s_k`` for the ``s_k`` giving
-    CLs = level (eq. 66 with t = n), each step one Asimov fit.  The observed limit solves
-    ``Phi^-1(CLs_obs(mu)) = Phi^-1(level)``, also close to linear.  Secant steps from the
-    points already fitted, Brent's method in ``[a, b]`` when they do not converge; the
-    root is verified with the whole start policy (:meth:`_Curves.verify`) and solved again
-    if a fit there went lower.
+    (arXiv:1007.1727 eq. 30): the root of ``sqrt(q_mu,A)(mu) = s_k`` for the ``s_k``
+    giving CLs = level (eq. 66 with t = n), each step one Asimov fit; the five expected
+    limits share every fit.  The observed limit solves ``Phi^-1(CLs_obs(mu)) =
+    Phi^-1(level)``.  Each step goes to the root of a model of the curve (the widths
+    ``mu / sqrt(q_mu,A)`` and ``(mu - mu_hat) / sqrt(q_mu)`` interpolated over the nearest
+    fitted mu values), bisecting when the model's step leaves the bracket or does not
+    halve ``|h|``.
     """
-    if k >= 0:
-        n = _NSIGMA[k]
-        target = float(-ndtri(level * ndtr(-n)) - n)
-
-        def h(m: float) -> float:
-            return curves.sqrt_qa(m) - target
-
-        known = [
-            (m, math.sqrt(max(r.twice_nll - curves.nll_a_free, 0.0)) - target)
-            for m, r in curves.cond_a.items()
-        ]
-    else:
-        goal = float(ndtri(level))
-
-        def h(m: float) -> float:
-            return float(ndtri(min(max(curves.cls_obs(m), 1e-300), 1.0 - 1e-16))) - goal
-
-        known = [(m, h(m)) for m in list(curves.cond_a) if m in curves.cond or curves.mu_hat > m]
-    from scipy.optimize import brentq  # only when the secant steps fail (cold start)
-
-    x = math.nan
-    for _ in range(3):
-        x0 = _secant_root(h, [p for p in known if math.isfinite(p[1])], a, b)
-        x = float(brentq(h, a, b, xtol=1e-7, rtol=1e-9, maxiter=200)) if x0 is None else x0
-        if not curves.verify(x):
+    pts = sorted((m, v) for m, v in curves.known(k, level) if a <= m <= b and math.isfinite(v))
+    pts = [
+        (a, curves.h(k, level, a)),
+        *[p for p in pts if a < p[0] < b],
+        (b, curves.h(k, level, b)),
+    ]
+    if not all(math.isfinite(v) for _, v in (pts[0], pts[-1])):
+        return math.nan
+    # the tightest bracket: the sign change next to the point nearest to the root
+    best = min(range(len(pts)), key=lambda i: abs(pts[i][1]))
+    if abs(pts[best][1]) < _ROOT_TOL and a < pts[best][0] < b:
+        return pts[best][0]
+    changes = [i for i in range(len(pts) - 1) if pts[i][1] * pts[i + 1][1] <= 0.0]
+    if not changes:
+        return math.nan
+    i = min(changes, key=lambda j: min(abs(j - best), abs(j + 1 - best)))
+    (lo, hlo), (hi, hhi) = pts[i], pts[i + 1]
+    progress = math.inf
+    bisect = False
+    for _ in range(100):
+        x = None if bisect else curves._predict(k, level, lo, hi)
+        if x is None or not lo < x < hi:
+            x = 0.5 * (lo + hi)
+        hx = curves.h(k, level, x)
+        if not math.isfinite(hx):
+            return math.nan
+        if abs(hx) < _ROOT_TOL:
             return x
-        known = [(x, h(x)), *known]
-    return x
+        bisect = abs(hx) > 0.5 * progress
+        progress = min(progress, abs(hx))
+        if (hx > 0) == (hlo > 0):
+            lo, hlo = x, hx
+        else:
+            hi, hhi = x, hx
+        if hi - lo <= 1e-10 * max(1.0, abs(hi)):
+            x, hx = (lo, hlo) if abs(hlo) < abs(hhi) else (hi, hhi)
+            return x if abs(hx) < _ROOT_TOL_LOOSE else math.nan
+    return math.nan
 
 
 def upper_limit(
@@ -477,10 +749,11 @@ def upper_limit(
 ) -> UpperLimitResult:
     """Upper limits on mu where CLs(mu) = ``level``, observed and expected band.
 
-    A bracketing root search (Brent) on ``CLs(mu) - level`` for the observed CLs and for
-    each of the five expected CLs curves (:class:`_Curves`: the mu-independent fits are
-    made once, the expected curves need only the Asimov fits, every fit is warm-started
-    from the nearest mu already fitted).
+    A bracketing root search on each CLs curve (:func:`_root`; :class:`_Curves`: the
+    mu-independent fits are made once, the five expected curves are one Asimov curve
+    with five targets, every fit starts from the minima at the neighbouring mu values
+    already fitted).  The fits at each root are then checked with the whole start policy
+    of :mod:`likelihood._minima`, and the roots solved again if one went lower.
 
     Parameters
     ----------
@@ -491,7 +764,8 @@ def upper_limit(
         As :func:`hypotest`.
     bracket : (float, float), optional
         Search the limits in ``[lo, hi]`` only.  Default: from ``[0, 1]``, the upper end
-        doubled until every curve is below ``level``, up to the POI's upper bound.
+        doubled until every curve is below ``level`` (several doublings at once where the
+        curves fitted so far say so), up to the POI's upper bound.
 
     Returns
     -------
@@ -501,7 +775,7 @@ def upper_limit(
         message naming the curve.  ``status`` is ``"no_bracket"`` when a curve does not
         cross ``level`` inside an explicit ``bracket`` (or is already below it at the
         lower end; the limit is then NaN), ``"fit_failed"`` when a fit along the way
-        failed.
+        failed or a root search did not converge.
     """
     poi = _check(model, test_stat, expected)
     if not 0.0 < level < 1.0:
@@ -509,10 +783,8 @@ def upper_limit(
     lo_b, hi_b = float(model.bounds[poi, 0]), float(model.bounds[poi, 1])
     curves = _Curves(model, test_stat, expected)
 
-    def f(k: int) -> Any:
-        if k < 0:
-            return lambda m: curves.cls_obs(m) - level
-        return lambda m: curves.cls_exp(m, k) - level
+    def f(k: int, m: float) -> float:
+        return (curves.cls_obs(m) if k < 0 else curves.cls_exp(m, k)) - level
 
     def worst(m: float) -> float:
         return max(curves.cls_obs(m), *(curves.cls_exp(m, k) for k in range(5)))
@@ -531,40 +803,59 @@ def upper_limit(
             w = worst(b)
             if not math.isfinite(w) or w < level:
                 break
-            b = min(2.0 * b, hi_b)
+            b = min(curves.next_upper(b, level), hi_b)
     if a <= 0.0:
         a = min(1e-3 * b, b / 2)
-    limits: list[float] = []
-    msgs: list[str] = []
-    no_bracket = False
-    for k in (-1, 0, 1, 2, 3, 4):
-        g = f(k)
-        fa, fb = g(a), g(b)
-        what = "observed" if k < 0 else f"expected {_NSIGMA[4 - k]:+g} sigma"
-        if not (math.isfinite(fa) and math.isfinite(fb)):
-            limits.append(math.nan)
-            msgs.append(f"{what}: CLs is not finite in [{a:g}, {b:g}]")
-            no_bracket = True
-        elif fa > 0 and fb > 0 and bracket is None and b >= hi_b:
-            limits.append(math.inf)
-            msgs.append(
-                f"{what}: CLs={fb + level:.3g} > {level} at the POI's upper bound {hi_b:g}: "
-                f"the limit is beyond the bound (inf)"
-            )
-        elif fa * fb > 0:
-            limits.append(math.nan)
-            no_bracket = True
-            msgs.append(
-                f"{what}: CLs does not cross {level} in [{a:g}, {b:g}] (CLs={fa + level:.3g}, "
-                f"{fb + level:.3g}); the POI bounds are [{lo_b:g}, {hi_b:g}]"
-                + ("" if bracket is None else ": pass another bracket")
-            )
-        else:
-            limits.append(_root(curves, k, level, a, b))
+    unsettled = False
+    for _ in range(_VERIFY_ROUNDS):
+        limits: list[float] = []
+        lost: list[str] = []
+        msgs: list[str] = []
+        no_bracket = False
+        for k in (-1, 0, 1, 2, 3, 4):
+            fa, fb = f(k, a), f(k, b)
+            what = "observed" if k < 0 else f"expected {_NSIGMA[4 - k]:+g} sigma"
+            if not (math.isfinite(fa) and math.isfinite(fb)):
+                limits.append(math.nan)
+                msgs.append(f"{what}: CLs is not finite in [{a:g}, {b:g}]")
+                no_bracket = True
+            elif fa > 0 and fb > 0 and bracket is None and b >= hi_b:
+                limits.append(math.inf)
+                msgs.append(
+                    f"{what}: CLs={fb + level:.3g} > {level} at the POI's upper bound {hi_b:g}: "
+                    f"the limit is beyond the bound (inf)"
+                )
+            elif fa * fb > 0:
+                limits.append(math.nan)
+                no_bracket = True
+                msgs.append(
+                    f"{what}: CLs does not cross {level} in [{a:g}, {b:g}] (CLs={fa + level:.3g}, "
+                    f"{fb + level:.3g}); the POI bounds are [{lo_b:g}, {hi_b:g}]"
+                    + ("" if bracket is None else ": pass another bracket")
+                )
+            else:
+                x = _root(curves, k, level, a, b)
+                limits.append(x)
+                if not math.isfinite(x):
+                    lost.append(f"{what}: the root search did not converge in [{a:g}, {b:g}]")
+        # the fits at every root with the whole start policy; solve again if one went lower
+        changed = False
+        for k, x in zip((-1, 0, 1, 2, 3, 4), limits, strict=True):
+            if math.isfinite(x):
+                changed = curves.verify(k, x) or changed
+        if not changed:
+            break
+    else:
+        unsettled = True
+    curves.failures.extend(lost)
+    if unsettled:
+        curves.failures.append(
+            f"the fits at the roots kept going lower after {_VERIFY_ROUNDS} rounds of search"
+        )
     status = "ok"
     if curves.failures:
         status = "fit_failed"
-        msgs = curves.failures[:3] + msgs
+        msgs = list(dict.fromkeys(curves.failures))[:3] + msgs
     elif no_bracket:
         status = "no_bracket"
     exp = limits[1:]

@@ -104,3 +104,58 @@ def test_scan_bracket_option(tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, [*args, "--bracket", "5,1", "-o", str(tmp_path / "b.csv")])
     assert bad.exit_code == 1
     assert "bracket" in bad.output
+
+
+def test_a_root_search_that_does_not_converge_is_fit_failed(monkeypatch) -> None:
+    # no root can meet a zero tolerance: every limit is NaN and the row says why
+    import likelihood.cls as cls
+
+    monkeypatch.setattr(cls, "_ROOT_TOL", 0.0)
+    monkeypatch.setattr(cls, "_ROOT_TOL_LOOSE", 0.0)
+    ul = upper_limit(_model(10.0, [12.0, 6.0]))
+    assert ul.status == "fit_failed"
+    assert math.isnan(ul.mu_ul_obs) and all(math.isnan(x) for x in ul.mu_ul_exp)
+    assert "root search did not converge" in ul.message
+
+
+def _real_model(shared: Path, analysis: str, point: str) -> likelihood.Model:
+    if analysis == "1Lbb":
+        bkg = json.loads((shared / "1Lbb" / "BkgOnly.json").read_text())
+        ps = json.loads((shared / "1Lbb" / "patchset.json").read_text())
+        patch = next(p["patch"] for p in ps["patches"] if p["metadata"]["name"] == point)
+    else:
+        folder = shared / "sbottom_multib" / analysis
+        bkg = json.loads((folder / "BkgOnly.json").read_text())
+        patch = json.loads((folder / f"patch.{point}.json").read_text())
+    return likelihood.Background(bkg).with_patch(patch)
+
+
+@pytest.mark.parametrize(
+    ("analysis", "point"),
+    [
+        # the warm-started Asimov and observed fits follow a basin that is not the lowest
+        # near several roots: the verification finds lower minima, the roots move
+        ("RegionA", "sbottom_650_131_1"),
+        # the parameters extrapolated from mu = 0 and 1 to mu = 2 give a negative rate
+        ("1Lbb", "C1N2_Wh_hbb_175_25"),
+        # mu_hat ~ 1e-16 next to the mu = 0 fit; every limit beyond the POI bound
+        ("RegionB", "sbottom_1200_630_500"),
+    ],
+)
+def test_real_limits_are_the_crossings_of_hypotest(shared_hepdata, analysis, point) -> None:
+    model = _real_model(shared_hepdata, analysis, point)
+    ul = upper_limit(model)
+    assert ul.status == "ok", ul.message
+    finite = [x for x in ul.mu_ul_exp if math.isfinite(x)]
+    assert finite == sorted(finite)
+    hi = float(model.bounds[model.poi_index, 1])
+    at_bound = hypotest(model, hi)
+    for k, x in enumerate([ul.mu_ul_obs, *ul.mu_ul_exp]):
+        if math.isinf(x):
+            cls_hi = at_bound.cls_obs if k == 0 else at_bound.cls_exp[k - 1]
+            assert cls_hi > 0.05
+            continue
+        r = hypotest(model, x)
+        assert r.status == "ok", r.message
+        cls_at = r.cls_obs if k == 0 else r.cls_exp[k - 1]
+        assert cls_at == pytest.approx(0.05, abs=1e-6), (k, x)
