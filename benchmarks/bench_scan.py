@@ -41,7 +41,8 @@ from recast._scan_worker import THREAD_ENV, init_worker  # noqa: E402
 for _key, _value in THREAD_ENV.items():
     os.environ.setdefault(_key, _value)
 
-from recast.scan import _pinned_threads, scan  # noqa: E402
+from likelihood._threads import pinned_threads as _pinned_threads  # noqa: E402
+from recast.scan import scan  # noqa: E402
 
 
 def _timed(bkgonly: dict, patchset: dict, names: list[str], verify: bool, **kw: object) -> float:
