@@ -757,9 +757,8 @@ def scan_command(
     keeps every finished point; run the same command with --resume to continue.
     """
     import contextlib
+    import gc
     import os
-    import signal
-    from pathlib import Path
 
     from recast._scan_worker import THREAD_ENV
 
@@ -768,6 +767,63 @@ def scan_command(
     # before numpy is first imported, when they take effect.
     for key, value in THREAD_ENV.items():
         os.environ.setdefault(key, value)
+
+    from recast._scan_worker import default_jobs, workers_started_early
+
+    early = contextlib.ExitStack()
+    n_workers = jobs or default_jobs()
+    if executor == "process" and n_workers > 1:
+        # the local workers start now (about a second each: interpreter, numba, kernels),
+        # while this process imports pandas and reads the patchset; the scan takes them
+        # when it needs that many workers, else they stop when the command ends
+        early.enter_context(workers_started_early(n_workers))
+    with early:
+        _scan_command_body(
+            source, patchset, regions, all_regions, points, where, mu, upper_limit,
+            significance, bracket, expected, test_stat, jobs, executor, scheduler,
+            chunk_size, output, resume, overwrite, best_expected, labels, measurement,
+            xsec_file, no_verify, no_progress, calctype, ntoys, seed, toys_below_events,
+        )  # fmt: skip
+    # the command is done: the interpreter's final garbage collection of every object
+    # still alive (pandas, numpy...) would only delay the exit
+    gc.freeze()
+
+
+def _scan_command_body(
+    source: str,
+    patchset: str | None,
+    regions: tuple[str, ...],
+    all_regions: bool,
+    points: str | None,
+    where: str | None,
+    mu: float,
+    upper_limit: bool,
+    significance: bool,
+    bracket: str | None,
+    expected: str,
+    test_stat: str,
+    jobs: int | None,
+    executor: str,
+    scheduler: str | None,
+    chunk_size: int | None,
+    output: str | None,
+    resume: bool,
+    overwrite: bool,
+    best_expected: bool,
+    labels: str | None,
+    measurement: str | None,
+    xsec_file: str | None,
+    no_verify: bool,
+    no_progress: bool,
+    calctype: str,
+    ntoys: int,
+    seed: int,
+    toys_below_events: float | None,
+) -> None:
+    import contextlib
+    import os
+    import signal
+    from pathlib import Path
 
     import recast
     from recast.errors import ScanError

@@ -346,6 +346,10 @@ def warm_up() -> None:
     Newton, its convergence test, the L-BFGS-B fallback's objective, the screening of
     restarts, rates, auxdata and twice-NLL with its gradient: called when a scan worker
     starts, so that no kernel is compiled in the middle of a scan.
+
+    The fallback's kernels are loaded by calling them as :func:`_lbfgsb` does, without
+    running scipy's L-BFGS-B: importing ``scipy.optimize`` costs ~0.2 s of every worker's
+    start, and is left to the first fit that falls back (an import, not a compilation).
     """
     from likelihood.model import compile as compile_model
 
@@ -355,7 +359,11 @@ def warm_up() -> None:
     model.expected_auxdata(p)
     model.twice_nll(p)
     model.twice_nll_and_grad(p, stable=True)
-    for method in ("newton", "lbfgsb"):
-        fit(model, method=method)
-        fit(model, method=method, fixed_poi=1.0, data=model.data + 1.0)
+    shifted = model.data + 1.0
+    for fixed_poi, data in ((None, None), (1.0, shifted)):
+        fit(model, method="newton", fixed_poi=fixed_poi, data=data)
+        prob, start, _base, _fix = _setup(model, data, None, fixed_poi, None, None)
+        x = prob.x_of(start)
+        prob.value_grad(x)  # the objective of L-BFGS-B (scipy passes float64 C arrays)
+        prob.edm(x)  # the convergence test after it
     _screen(model, p, max_iter=2)

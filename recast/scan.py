@@ -44,7 +44,11 @@ from recast._scan_worker import (
     GridPoint,
     ScanSettings,
     _evaluate_chunk,
+    default_jobs,
     init_worker,
+    kill_pool,
+    start_pool,
+    take_early_pool,
 )
 from recast.errors import ScanError, cli_worded
 from recast.xsec import XSEC_COLUMNS, XSEC_LIMIT_COLUMNS
@@ -337,10 +341,7 @@ def _chunks(
 
 
 def _default_jobs() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return default_jobs()
 
 
 def _executor_workers(executor: Any) -> int | None:
@@ -438,23 +439,21 @@ class _Runner:
         self.executor: Executor | None = None
         self.futures: dict[Future, ChunkTask] = {}
         self.n_workers = 0
+        n = min(jobs or _default_jobs(), n_tasks) if executor is None else 0
+        # workers started before the inputs were read (recastkit scan), when they fit
+        early = take_early_pool(n)
         if executor is not None:
             self.executor = _as_executor(executor)
             return
-        n = min(jobs or _default_jobs(), n_tasks)
         if n > 1:
             self.n_workers = n
-            self._start_pool()
+            if early is not None:
+                self.own_pool = self.executor = early
+            else:
+                self._start_pool()
 
     def _start_pool(self) -> None:
-        # "spawn": fresh interpreters that read the one-thread variables at start-up.
-        with pinned_threads():
-            self.own_pool = ProcessPoolExecutor(
-                max_workers=self.n_workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker,
-                initargs=(os.getpid(),),
-            )
+        self.own_pool = start_pool(self.n_workers)
         self.executor = self.own_pool
 
     def _submit(self, tasks: Sequence[ChunkTask]) -> list[ChunkTask]:
@@ -547,20 +546,7 @@ class _Runner:
     def _kill_pool(self) -> None:
         if self.own_pool is None:
             return
-        processes: list[Any] = []
-        for _ in range(10):  # the pool's manager thread may be changing the dict right now
-            try:
-                processes = list((getattr(self.own_pool, "_processes", None) or {}).values())
-                break
-            except RuntimeError:
-                time.sleep(0.01)
-        self.own_pool.shutdown(wait=False, cancel_futures=True)
-        for proc in processes:
-            with contextlib.suppress(Exception):
-                proc.terminate()
-        for proc in processes:
-            with contextlib.suppress(Exception):
-                proc.join(timeout=5)
+        kill_pool(self.own_pool)
         self.own_pool = None
         self.executor = None
 
