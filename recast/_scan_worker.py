@@ -182,7 +182,8 @@ def init_worker(parent_pid: int | None = None) -> None:
     by SIGKILL: on Linux the kernel sends it SIGKILL (``prctl(PR_SET_PDEATHSIG)``), and
     everywhere a daemon thread and every chunk check that the parent is still there.
 
-    Then loads every numba kernel of the fits (:func:`likelihood.fit.warm_up`).
+    Then loads every numba kernel of the fits and of the toys
+    (:func:`likelihood.fit.warm_up`, :func:`likelihood.toys.warm_up`).
     """
     global _PARENT_PID
     pin_worker_threads()
@@ -190,8 +191,10 @@ def init_worker(parent_pid: int | None = None) -> None:
     # every kernel a fit can reach (the L-BFGS-B fallback too) is loaded or compiled now,
     # never in the middle of the scan
     from likelihood.fit import warm_up
+    from likelihood.toys import warm_up as warm_up_toys
 
     warm_up()
+    warm_up_toys()
     if parent_pid is None:
         return
     _PARENT_PID = parent_pid
