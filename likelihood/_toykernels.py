@@ -219,7 +219,6 @@ def _global_fit(starts, box, cm, kd, max_iter, edm_tol, max_step, pol):  # pragm
     best_wall = False
     first_code = -1
     it = 0
-    best_s = 0
     for s in range(starts.shape[0]):
         x, v, its, code, wall = _fit(
             _x_of(starts[s], box), box, cm, kd, max_iter, edm_tol, max_step
@@ -228,7 +227,7 @@ def _global_fit(starts, box, cm, kd, max_iter, edm_tol, max_step, pol):  # pragm
         if first_code < 0:
             first_code = code
         if code == 0 and math.isfinite(v) and v < best_v:
-            best_x, best_v, best_wall, best_s = x, v, wall, s
+            best_x, best_v, best_wall = x, v, wall
     if not best_v < math.inf:
         return _theta(_x_of(starts[0], box), box), math.nan, it, max(first_code, 1), False
     best = _theta(best_x, box)
