@@ -41,7 +41,6 @@ class StartPolicy(NamedTuple):
     """The start policy of the toy fits (the constants of :mod:`likelihood._minima`)."""
 
     mirror: bool  # mirrored restarts (as likelihood._minima.global_fit)
-    cond_starts: bool  # conditional fits also from the free fits' starts
     evenness: np.ndarray  # (n_pars,) likelihood._minima.evenness(model)
     pull_min: float
     even_min: float
@@ -281,6 +280,7 @@ def fit_toys(
     box_free,
     box_cond,
     starts,
+    cond_starts,
     poi,
     mu,
     discovery,
@@ -301,8 +301,9 @@ def fit_toys(
     box_free, box_cond : fit.Box of the free fit and of the fit with the POI at ``mu``
         (``box_cond.base[poi] == mu``)
     starts : (n_starts, n_pars) starting points of the free fits (the generating point
-        first); the conditional fits start from the free minimum and (``pol.cond_starts``)
-        from each of these, with the POI at ``mu``
+        first)
+    cond_starts : (n_cond, n_pars) starting points of the conditional fits besides the
+        free minimum (their POI is set to ``mu``); may be empty
     poi : index of the POI; mu : tested value; discovery : q0 (True) or q / qtilde
     max_iter, edm_tol, max_step : of :func:`newton_minimize`
     nll_tol : a conditional twice-NLL this much below the free one means the free fit
@@ -329,13 +330,13 @@ def fit_toys(
     nll_cond = np.full(n, np.nan)
     iters = np.zeros(n, dtype=np.int64)
     n_wall = np.zeros(n, dtype=np.int64)
-    n_st = starts.shape[0] if pol.cond_starts else 0
     # the conditional fits start from the free minimum (first: it is the closest, ~40%
-    # fewer iterations than from the generating point) and, with pol.cond_starts, from
-    # the free fits' starts, each with the POI at mu
+    # fewer iterations than from the generating point) and from ``cond_starts``, each
+    # with the POI at mu
+    n_st = cond_starts.shape[0]
     cstarts = np.empty((n_st + 1, n_pars))
     for s in range(n_st):
-        cstarts[s + 1] = starts[s]
+        cstarts[s + 1] = cond_starts[s]
         cstarts[s + 1, poi] = mu
     for i in range(n):
         kd = KernelData(data[i], data_lg[i], aux[i], aux_lg[i], aux_sat[i], True)
