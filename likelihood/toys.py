@@ -35,7 +35,6 @@ for it.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import multiprocessing
@@ -45,12 +44,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from likelihood import _minima, _toykernels
 from likelihood import cls as _cls
 from likelihood._minima import global_fit
 from likelihood._threads import pin_worker_threads, pinned_threads
 from likelihood.errors import LikelihoodError, NoPOIError
-from likelihood.fit import fit
-from likelihood.model import Model
+from likelihood.fit import EDM_TOLERANCE, MAX_STEP, Box, fit
+from likelihood.model import Model, as_f8, as_i8, lgamma1, poisson_saturated
 
 __all__ = [
     "hypotest_toys",
@@ -60,6 +60,7 @@ __all__ = [
     "low_count_bins",
     "TEST_STATS",
     "BAND_PERCENTILES",
+    "warm_up",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,8 @@ BAND_PERCENTILES: tuple[float, ...] = (2.27501319, 15.86552539, 50.0, 84.1344746
 _NLL_TOL = 1e-6
 #: test statistics closer than this to the observed one count as ties (>=)
 _TIE_TOL = 1e-6
-#: main-bin count standing for an empty bin of a toy (see _run_block)
-_EMPTY_BIN = 1e-10
-#: toy fits: Newton only (from each start, see ``restart``), without likelihood.fit's
-#: L-BFGS-B fallback: on a toy whose fit does not converge it takes tens of seconds
-#: (1Lbb), longer than thousands of toys; such a toy is counted in ``n_failed``
-_NEWTON_ONLY: dict[str, str] = (
-    {"method": "newton"} if "method" in inspect.signature(fit).parameters else {}
-)
-#: environment variables that pin BLAS / OpenMP / numba to one thread per worker
+#: Newton iterations of a toy fit (as likelihood.fit)
+_MAX_ITER = 300
 
 
 class ToyCLsResult(NamedTuple):
@@ -156,11 +150,13 @@ class _BlockTask(NamedTuple):
     seed: np.random.SeedSequence
     size: int
     restart: bool = True
+    mirror: bool = True
 
 
 class _BlockResult(NamedTuple):
     teststat: np.ndarray
-    n_failed: int
+    n_failed: int  # toys whose fits failed in Python too
+    n_python: int  # toys that went back to Python (a numba fit did not converge)
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,17 +173,11 @@ def _toy_fit(
     starts: Sequence[np.ndarray],
     fixed_poi: float | None,
 ) -> tuple[Any, bool]:
-    """The lowest converged physical fit over ``starts`` (else the lowest), and whether it
-    failed (not converged, or a negative expected rate at its best fit)."""
-    best = None
-    for st in starts:
-        r = fit(model, data=data, auxdata=aux, init=st, fixed_poi=fixed_poi, **_NEWTON_ONLY)
-        bad = not r.success or not _physical(model, r.pars)
-        key = (bad, r.twice_nll if math.isfinite(r.twice_nll) else math.inf)
-        if best is None or key < best[0]:
-            best = (key, r)
-    assert best is not None
-    return best[1], best[0][0]
+    """The start policy's lowest fit (:func:`likelihood._minima.global_fit`: Newton, then
+    L-BFGS-B, from every start, and the mirrored restarts) and whether it failed (not
+    converged, or a negative expected rate at its best fit)."""
+    r = global_fit(model, list(starts), data=data, auxdata=aux, fixed_poi=fixed_poi)
+    return r, (not r.success or not math.isfinite(r.twice_nll) or not _physical(model, r.pars))
 
 
 def _teststat(
@@ -199,14 +189,14 @@ def _teststat(
     test_stat: str,
     restart: bool = True,
 ) -> tuple[float, bool]:
-    """Test statistic of one toy and whether one of its fits failed.
+    """Test statistic of one toy in Python, and whether one of its fits failed.
 
-    Both fits start at the generating point ``gen`` (the conditional one with the POI at
-    ``mu``) and, with ``restart``, also at the model's initial values (pyhf's start); the
-    lower minimum is kept (the likelihood is not convex: from one start alone, 3-5% of
-    sbottom toy fits end in a higher local minimum).  The conditional fit is skipped when
-    the statistic is 0 by definition (``mu_hat > mu`` for q / qtilde, ``mu_hat <= 0`` for
-    q0, as pyhf's ``where``).
+    The fallback of the numba toy loop (:func:`likelihood._toykernels.fit_toys`) for the
+    toys whose Newton fits it could not converge: the fits of the start policy
+    (:func:`likelihood._minima.global_fit`, with the L-BFGS-B fallback) from the
+    generating point and the model's initial values, the conditional one also from the
+    free minimum.  The conditional fit is skipped when the statistic is 0 by definition
+    (``mu_hat > mu`` for q / qtilde, ``mu_hat <= 0`` for q0, as pyhf's ``where``).
     """
     poi = model.poi_index
     assert poi is not None
@@ -216,7 +206,7 @@ def _teststat(
     if (test_stat == "q0" and mu_hat <= mu) or (test_stat != "q0" and mu_hat > mu):
         return 0.0, failed
     cond, cond_failed = _toy_fit(
-        model, data, aux, [_cls._with_poi(st, poi, mu) for st in starts], mu
+        model, data, aux, [_cls._with_poi(st, poi, mu) for st in [*starts, free.pars]], mu
     )
     failed = failed or cond_failed
     nll_free = free.twice_nll
@@ -260,17 +250,102 @@ def _draw_block(
     return data, aux
 
 
+def _boxes(model: Model, gen: np.ndarray, mu: float) -> tuple[Box, Box]:
+    """The scaled coordinates (:class:`likelihood.fit.Box`) of a toy's free fit and of
+    its fit with the POI at ``mu``, as :func:`likelihood.fit.fit` builds them."""
+    poi = model.poi_index
+    assert poi is not None
+    out = []
+    for fix_poi in (False, True):
+        fix = model.fixed.copy()
+        base = as_f8(np.clip(gen, model.bounds[:, 0], model.bounds[:, 1]))
+        base[model.fixed] = model.init[model.fixed]
+        if fix_poi:
+            fix[poi] = True
+            base[poi] = mu
+        free = as_i8(np.flatnonzero(~fix))
+        w = as_f8(model.widths[free])
+        lo = as_f8(model.bounds[free, 0] / w)
+        hi = as_f8(model.bounds[free, 1] / w)
+        out.append(Box(free, w, base, lo, hi))
+    return out[0], out[1]
+
+
+def _policy(model: Model, mirror: bool) -> _toykernels.StartPolicy:
+    """The toy fits' start policy: :mod:`likelihood._minima`'s constants."""
+    return _toykernels.StartPolicy(
+        bool(mirror),
+        as_f8(_minima.evenness(model)),
+        float(_minima.PULL_MIN),
+        float(_minima.EVEN_MIN),
+        int(_minima.N_CANDIDATES),
+        int(_minima.SCREEN_ITERS),
+        int(_minima.MAX_ROUNDS),
+        float(_minima.AGREE),
+    )
+
+
+def _fit_block(
+    model: Model,
+    gen: np.ndarray,
+    mu: float,
+    test_stat: str,
+    data: np.ndarray,
+    aux: np.ndarray,
+    restart: bool,
+    mirror: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test statistics of the toys ``data`` / ``aux`` (numba, :func:`fit_toys`) and the
+    per-toy status of the numba fits (0: every fit converged)."""
+    poi = model.poi_index
+    assert poi is not None
+    box_free, box_cond = _boxes(model, gen, mu)
+    gen0 = box_free.base
+    starts = np.ascontiguousarray(np.stack([gen0, model.init]) if restart else gen0[None, :])
+    # the conditional fits: from the free minimum, and with the start policy also from
+    # the free fits' starts (without the initial values: 13% fewer iterations, but one
+    # 1Lbb toy in 200 with q off by 0.01, docs/toys.md)
+    cond_starts = starts if restart else np.zeros((0, gen0.shape[0]))
+    data = as_f8(data)
+    aux = as_f8(aux)
+    q, status, *_rest = _toykernels.fit_toys(
+        model.kernel_model,
+        data,
+        lgamma1(data),
+        aux,
+        lgamma1(aux),
+        poisson_saturated(aux),
+        box_free,
+        box_cond,
+        starts,
+        cond_starts,
+        int(poi),
+        float(mu),
+        test_stat == "q0",
+        _MAX_ITER,
+        EDM_TOLERANCE,
+        MAX_STEP,
+        _NLL_TOL,
+        _policy(model, mirror),
+    )
+    return q, status
+
+
 def _run_block(task: _BlockTask) -> _BlockResult:
-    """Generate and fit one block of toys (the worker entry point)."""
+    """Generate and fit one block of toys (the worker entry point).
+
+    Every toy is fitted in numba (:func:`_fit_block`); a toy whose numba fits did not
+    all converge is fitted again in Python with the L-BFGS-B fallback
+    (:func:`_teststat`), and counted in ``n_failed`` only if that fails too.
+    """
     rng = np.random.Generator(np.random.PCG64(task.seed))
     data, aux = _draw_block(task.model, task.gen, rng, task.size)
-    # an empty bin is fitted as _EMPTY_BIN events: the same likelihood (to ~1e-9) where
-    # the rates are >= 0, and a negative rate becomes non-finite (the fits step back)
-    # instead of unboundedly likely (2 nu for n = 0, any sign of nu, as pyhf)
-    data[data == 0.0] = _EMPTY_BIN
-    out = np.empty(task.size)
+    out, status = _fit_block(
+        task.model, task.gen, task.mu, task.test_stat, data, aux, task.restart, task.mirror
+    )
     n_failed = 0
-    for i in range(task.size):
+    redo = np.flatnonzero(status != 0)
+    for i in redo:
         q, failed = _teststat(
             task.model,
             np.ascontiguousarray(data[i]),
@@ -278,15 +353,34 @@ def _run_block(task: _BlockTask) -> _BlockResult:
             task.gen,
             task.mu,
             task.test_stat,
-            task.restart,
+            True,
         )
         out[i] = q
         n_failed += int(failed)
-    return _BlockResult(out, n_failed)
+    return _BlockResult(out, n_failed, int(redo.size))
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the toy kernels, for both start policies.
+
+    Called when a toy worker or a scan worker starts (after
+    :func:`likelihood.fit.warm_up`), so that no toy kernel is compiled in the middle of
+    a scan.  A few toys of the fits' warm-up workspace (every modifier type).
+    """
+    from likelihood.fit import _warm_up_spec
+    from likelihood.model import compile as compile_model
+
+    model = compile_model(_warm_up_spec(), validate=False)
+    rng = np.random.Generator(np.random.PCG64(0))
+    data, aux = _draw_block(model, model.init, rng, 2)
+    data[0, 0] = 0.0  # an empty bin
+    for restart in (False, True):
+        _fit_block(model, model.init, 1.0, "qtilde", data, aux, restart, restart)
 
 
 def _init_worker() -> None:
     pin_worker_threads()
+    warm_up()
 
 
 def _run_blocks(
@@ -448,9 +542,11 @@ def hypotest_toys(
     max_failed_fraction : float
         Status ``"fit_failed"`` when more than this fraction of the toy fits fails.
     restart : bool
-        Fit every toy from the generating point AND from the model's initial values and
-        keep the lower minimum (default; about twice the cost).  False: from the
-        generating point only (faster; some toys end in a higher local minimum).
+        The start policy of the toy fits (default): from the generating point AND the
+        model's initial values, plus the mirrored restarts of
+        :func:`likelihood._minima.global_fit`, keeping the lowest minimum.  False: from
+        the generating point only, about 3x faster, but 5% of sbottom RegionA toys then
+        end in a higher local minimum (docs/toys.md).
     progress : callable, optional
         Called with the number of toys just finished (e.g. ``tqdm.update``).
 
@@ -512,12 +608,23 @@ def hypotest_toys(
         for k in range(n_blocks):
             size = min(block_size, ntoys - k * block_size)
             tasks.append(
-                _BlockTask(model, f.pars.copy(), mu_null, test_stat, children[k], size, restart)
+                _BlockTask(
+                    model, f.pars.copy(), mu_null, test_stat, children[k], size, restart, restart
+                )
             )
     blocks = _run_blocks(tasks, int(workers), executor, progress)
     q_sb = np.concatenate([b.teststat for b in blocks[:n_blocks]])
     q_b = np.concatenate([b.teststat for b in blocks[n_blocks:]])
     n_failed = sum(b.n_failed for b in blocks)
+    n_python = sum(b.n_python for b in blocks)
+    if n_python:
+        log.info(
+            "hypotest_toys: %d of %d toys refitted in Python (a numba fit did not converge), "
+            "%d of them failed there too",
+            n_python,
+            2 * ntoys,
+            n_failed,
+        )
     n_nan = int(np.count_nonzero(~np.isfinite(q_sb)) + np.count_nonzero(~np.isfinite(q_b)))
     if n_failed:
         msgs_note = (

@@ -190,11 +190,12 @@ def init_worker(parent_pid: int | None = None) -> None:
     by SIGKILL: on Linux the kernel sends it SIGKILL (``prctl(PR_SET_PDEATHSIG)``), and
     everywhere a daemon thread and every chunk check that the parent is still there.
 
-    Then loads every numba kernel of the fits (:func:`likelihood.fit.warm_up`), and moves
-    what the imports and kernels allocated out of the garbage collector's reach
-    (``gc.freeze``): those objects live as long as the worker, and without it the
-    interpreter's final collection of ~10^5 numba objects makes every worker take ~0.4 s
-    to exit, which the end of a scan waits for.
+    Then loads every numba kernel of the fits and of the toys
+    (:func:`likelihood.fit.warm_up`, :func:`likelihood.toys.warm_up`), and moves what the
+    imports and kernels allocated out of the garbage collector's reach (``gc.freeze``):
+    those objects live as long as the worker, and without it the interpreter's final
+    collection of ~10^5 numba objects makes every worker take ~0.4 s to exit, which the
+    end of a scan waits for.
     """
     global _PARENT_PID
     pin_worker_threads()
@@ -202,8 +203,10 @@ def init_worker(parent_pid: int | None = None) -> None:
     # every kernel a fit can reach (the L-BFGS-B fallback too) is loaded or compiled now,
     # never in the middle of the scan
     from likelihood.fit import warm_up
+    from likelihood.toys import warm_up as warm_up_toys
 
     warm_up()
+    warm_up_toys()
     gc.collect()
     gc.freeze()
     if parent_pid is None:

@@ -273,3 +273,119 @@ def test_upper_limit_with_no_observed_event_is_three_signal_events():
     asym = likelihood.upper_limit(model)
     # the asymptotic formulae are too aggressive here
     assert asym.mu_ul_obs < ul.mu_ul_obs - 0.3, (asym, ul)
+
+
+# --- the numba toy loop ------------------------------------------------------------------
+def _every_modifier_model():
+    from likelihood.fit import _warm_up_spec
+
+    return likelihood.compile(_warm_up_spec())
+
+
+def test_numba_toy_loop_gives_the_python_fits_statistics():
+    """The numba loop (likelihood._toykernels.fit_toys) and the Python fits of the start
+    policy (likelihood._minima.global_fit, with the L-BFGS-B fallback) on the same toys
+    of a model with every modifier type: the same test statistics, to the fits' precision."""
+    from likelihood import toys
+
+    model = _every_modifier_model()
+    gen = likelihood.fit(model, fixed_poi=1.0).pars
+    rng = np.random.Generator(np.random.PCG64(4))
+    data, aux = toys._draw_block(model, gen, rng, 40)
+    q, status = toys._fit_block(model, gen, 1.0, "qtilde", data, aux, True, True)
+    assert np.all(status == 0)
+    q_py = [
+        toys._teststat(model, data[i].copy(), aux[i].copy(), gen, 1.0, "qtilde")[0]
+        for i in range(40)
+    ]
+    assert np.count_nonzero(q) > 10  # not all trivially 0 (mu_hat > mu)
+    np.testing.assert_allclose(q, q_py, rtol=0, atol=1e-6)
+
+
+def test_toy_fit_on_the_empty_bin_wall_is_the_constrained_minimum():
+    """A toy with 0 events where a histosys extrapolates the rate below 0.
+
+    The Poisson term of n = 0 is 2 nu for nu >= 0 and infinite below: with a background
+    2 + 1.5 alpha (alpha < -1, code4p) and no signal the minimum of 2 nu + alpha^2 is on
+    that wall, alpha = -4/3, where Newton's line search stalls.  The toy fits follow the
+    wall by the barrier continuation; the statistic is the analytic one.
+    """
+    spec = {
+        "channels": [
+            {
+                "name": "sr",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": [1.0],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "bkg",
+                        "data": [2.0],
+                        "modifiers": [
+                            {
+                                "name": "shape",
+                                "type": "histosys",
+                                "data": {"hi_data": [3.5], "lo_data": [0.5]},
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+        "observations": [{"name": "sr", "data": [0.0]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }
+    from likelihood import toys
+
+    model = likelihood.compile(spec)
+    # the plain Newton fit (and L-BFGS-B) cannot converge on the wall
+    assert not likelihood.fit(model, fixed_poi=0.0).success
+    # free fit: mu_hat = 0 (its bound), alpha on the wall: 2 * 0 + (4/3)^2
+    # conditional at mu = 1: nu = 3 + 1.5 alpha, minimum inside at alpha = -1.5: nu = 0.75
+    q_exact = (2 * 0.75 + 1.5**2) - (4.0 / 3.0) ** 2
+    for restart in (False, True):
+        q, status = toys._fit_block(
+            model,
+            model.init,
+            1.0,
+            "qtilde",
+            np.zeros((1, 1)),
+            model.auxdata[None, :],
+            restart,
+            restart,
+        )
+        assert status[0] == 0
+        assert q[0] == pytest.approx(q_exact, abs=1e-8)
+
+
+def test_a_toy_whose_numba_fit_fails_is_refitted_in_python(monkeypatch):
+    """Toys flagged by the numba loop go back to the Python fits; nothing else changes."""
+    from likelihood import _toykernels, toys
+
+    model = likelihood.compile(_counting_spec(S, B, SIGMA_B, N_OBS))
+    kw = {"ntoys": 20, "seed": 9, "block_size": 10, "bootstrap": 0}
+    ref = hypotest_toys(model, 1.0, **kw)
+    real = _toykernels.fit_toys
+    calls = []
+
+    def flag_first(*args):
+        out = real(*args)
+        out[0][0] = math.nan
+        out[1][0] = _toykernels.TOY_FREE_FAILED
+        return out
+
+    def python_fit(*args, **kwargs):
+        calls.append(1)
+        return teststat(*args, **kwargs)
+
+    teststat = toys._teststat
+    monkeypatch.setattr(_toykernels, "fit_toys", flag_first)
+    monkeypatch.setattr(toys, "_teststat", python_fit)
+    res = hypotest_toys(model, 1.0, **kw)
+    assert len(calls) == 4  # the first toy of each block
+    assert res.n_failed == 0 and res.status == "ok"
+    np.testing.assert_allclose(res.teststat_sb, ref.teststat_sb, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(res.teststat_b, ref.teststat_b, rtol=0, atol=1e-6)
