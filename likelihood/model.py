@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -309,6 +310,100 @@ class _Row:
             self.hs_dn = np.zeros(0)
 
 
+_CF_TYPES = frozenset({"staterror", "shapesys", "shapefactor"})
+_RF_TYPES = frozenset({"normsys", "normfactor", "lumi"})
+_GET_HI_LO = operator.itemgetter("hi", "lo")
+_GET_HI_DATA = operator.itemgetter("hi_data")
+_GET_LO_DATA = operator.itemgetter("lo_data")
+
+
+def _checked_rows(
+    channels: Sequence[str], nbins: Sequence[int], added: Sequence[Any]
+) -> list[_Row]:
+    """The rows of samples that the validation boundary checked and split
+    (:class:`likelihood.validate.AddedSample`: modifier names, types and data in JSON
+    order, no duplicate (name, type)), equal to ``_Row(channel, sample, nbins, where)``
+    of each: the modifiers walked by comprehensions, the numbers of all the samples
+    converted at once."""
+    rows: list[_Row] = []
+    noms: list[Any] = []
+    ns_data: list[Any] = []  # normsys data, row after row, in each row's order
+    hs_data: list[Any] = []  # histosys data, likewise
+    ns_at: list[int] = []  # index of each normsys entry among all rows' rf entries
+    rf_n = 0
+    tile: list[int] = []  # for each histosys entry, its cell among all rows' cells
+    off = 0
+    for a, cname, nb in zip(added, channels, nbins, strict=True):
+        names, types, datas = a.names, a.types, a.datas
+        n = len(names)
+        if len(set(names)) == n:
+            order = sorted(range(n), key=names.__getitem__)
+        else:
+            order = sorted(range(n), key=lambda k: (names[k], types[k]))
+        sn = [names[k] for k in order]
+        st = [types[k] for k in order]
+        sd = [datas[k] for k in order]
+        r = _Row.__new__(_Row)
+        r.channel = cname
+        r.where = f"operation {a.op}"
+        r.uid = next(_ROW_IDS)
+        r.base = False
+        r.arrays = None
+        r.sample = a.sample["name"]
+        r.nbins = nb
+        rf_q = [q for q, t in enumerate(st) if t in _RF_TYPES]
+        ns_q = [q for q in rf_q if st[q] == "normsys"]
+        hs_q = [q for q, t in enumerate(st) if t == "histosys"]
+        cf_q = [q for q, t in enumerate(st) if t in _CF_TYPES]
+        r.rf_names = [sn[q] for q in rf_q]
+        r.hs_names = [sn[q] for q in hs_q]
+        r.cf = [(sn[q], st[q]) for q in cf_q]
+        payloads: list[Any] = [None] * n
+        for q in cf_q:
+            if sd[q] is not None:
+                payloads[q] = np.array(sd[q], dtype=np.float64)
+        r.mods = list(zip(sn, st, payloads, strict=True))
+        noms.append(a.sample["data"])
+        ns_data.extend(sd[q] for q in ns_q)
+        ns_at.extend(rf_n + j for j, q in enumerate(rf_q) if st[q] == "normsys")
+        hs_data.extend(sd[q] for q in hs_q)
+        tile.extend(list(range(off, off + nb)) * len(hs_q))
+        rows.append(r)
+        rf_n += len(rf_q)
+        off += nb
+    f8 = np.float64
+    nom_all = np.array(list(itertools.chain.from_iterable(noms)), dtype=f8)
+    is_ns = np.zeros(rf_n, dtype=bool)
+    is_ns[ns_at] = True
+    rf_hi = np.ones(rf_n, dtype=f8)
+    rf_lo = np.ones(rf_n, dtype=f8)
+    if ns_data:
+        hilo = np.array(list(map(_GET_HI_LO, ns_data)), dtype=f8)
+        rf_hi[ns_at] = hilo[:, 0]
+        rf_lo[ns_at] = hilo[:, 1]
+    if hs_data:
+        tiled = nom_all[np.array(tile, dtype=np.int64)]
+        hi = np.array(list(itertools.chain.from_iterable(map(_GET_HI_DATA, hs_data))), dtype=f8)
+        lo = np.array(list(itertools.chain.from_iterable(map(_GET_LO_DATA, hs_data))), dtype=f8)
+        hs_up, hs_dn = hi - tiled, tiled - lo
+    else:
+        hs_up = hs_dn = np.zeros(0)
+    c = e = h = 0
+    for r in rows:
+        nb, nrf, nhs = r.nbins, len(r.rf_names), len(r.hs_names) * r.nbins
+        r.nom = nom_all[c : c + nb]
+        r.rf_is_normsys = is_ns[e : e + nrf]
+        r.rf_hi = rf_hi[e : e + nrf]
+        r.rf_lo = rf_lo[e : e + nrf]
+        # row by row as _Row: a matrix product's last bits may depend on its size
+        r.rf_coef = _code4_coefficients(r.rf_hi, r.rf_lo)
+        r.rf_coef[~r.rf_is_normsys] = 0.0
+        r.hs_up = hs_up[h : h + nhs]
+        r.hs_dn = hs_dn[h : h + nhs]
+        c, e, h = c + nb, e + nrf, h + nhs
+    return rows
+
+
 class _Channels(NamedTuple):
     names: list[str]  # in JSON order
     nbins: dict[str, int]
@@ -436,7 +531,8 @@ class _Cache:
     def __init__(self) -> None:
         self.slots: dict[str, int] = {}
         self.blocks: dict[tuple[Any, ...], _Block] = {}
-        self.base_fields: Any = None  # (base, fields, bounds, keys) of _splice_fields
+        # id of a _Base -> (base, fields, bounds, keys) of _splice_fields
+        self.base_fields: dict[int, Any] = {}
 
     def slot(self, name: str) -> int:
         s = self.slots.get(name)
@@ -655,11 +751,13 @@ def _splice_fields(
 ) -> dict[str, np.ndarray]:
     """The fields of ``base.rows`` plus ``extra`` in (channel, sample) order: the
     background's concatenated fields (computed once) with the extra rows spliced in."""
-    flat = cache.base_fields
+    flat = cache.base_fields.get(id(base))
     if flat is None or flat[0] is not base:
         fields = _concat_fields([_row_fields(r, cache, offset) for r in base.rows])
         keys = [(r.channel, r.sample) for r in base.rows]
-        flat = cache.base_fields = (base, fields, _unit_bounds(fields), keys)
+        if len(cache.base_fields) >= 16:
+            cache.base_fields.pop(next(iter(cache.base_fields)))
+        flat = cache.base_fields[id(base)] = (base, fields, _unit_bounds(fields), keys)
     _, fields, bounds, keys = flat
     if not extra:
         return fields
@@ -1203,6 +1301,8 @@ class Background:
         # parameter blocks that only background rows determine
         self._base = _base([r for rs in self._parsed.rows for r in rs])
         self._cache = _Cache()
+        # the same for the channels that patches keep (patches that remove channels)
+        self._bases: dict[tuple[int, ...], _Base] = {}
 
     def __repr__(self) -> str:
         return f"<likelihood.Background {len(self._parsed.names)} channels>"
@@ -1266,33 +1366,29 @@ class Background:
 
     def _assemble_plan(self, plan: PatchPlan, name: str | None) -> Model:
         """The model of an accepted add-samples / remove-channels patch: only the signal
-        rows are parsed; without removed channels the background's part is reused."""
+        rows are parsed (from what the boundary checked, :func:`_checked_rows`); the
+        background's part (of the kept channels) is summarised once and reused."""
         p = self._parsed
-        added = [
-            _Row(p.names[a.channel], a.sample, p.nbins[p.names[a.channel]], f"operation {a.op}")
-            for a in plan.added
-        ]
+        cnames = [p.names[a.channel] for a in plan.added]
+        added = _checked_rows(cnames, [p.nbins[c] for c in cnames], plan.added)
         if not plan.removed:
-            return _assemble(
-                p.names,
-                p.nbins,
-                p.observations,
-                added,
-                self._measurement,
-                self._settings,
-                "workspace",
-                cache=self._cache,
-                base=self._base,
-            )
-        kept = sorted(plan.kept)
-        rows = [r for ci in kept for r in p.rows[ci]] + added
+            names, base = p.names, self._base
+        else:
+            kept = tuple(sorted(plan.kept))
+            names = [p.names[ci] for ci in kept]
+            base = self._bases.get(kept)
+            if base is None:
+                if len(self._bases) >= 16:
+                    self._bases.pop(next(iter(self._bases)))
+                base = self._bases[kept] = _base([r for ci in kept for r in p.rows[ci]])
         return _assemble(
-            [p.names[ci] for ci in kept],
+            names,
             p.nbins,
             p.observations,
-            rows,
+            added,
             self._measurement,
             self._settings,
             "workspace",
             cache=self._cache,
+            base=base,
         )
