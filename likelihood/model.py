@@ -195,8 +195,9 @@ _A_INV = np.array(
 )
 
 
-def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """Polynomial coefficients of pyhf's code4, shape (k, 6), for factors ``hi``, ``lo`` (k,)."""
+def _code4_conditions(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The (k, 6) right-hand sides of pyhf's code4 for factors ``hi``, ``lo`` (k,):
+    element by element, so a batch gives each factor's row exactly."""
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
     # absurd but finite factors (1e308) overflow to inf coefficients: the fits then
@@ -204,10 +205,22 @@ def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         lhi = np.where(hi > 0, np.log(np.where(hi > 0, hi, 1.0)), np.nan)
         llo = np.where(lo > 0, np.log(np.where(lo > 0, lo, 1.0)), np.nan)
-        b = np.stack(
+        return np.stack(
             [hi - 1.0, lo - 1.0, lhi * hi, -llo * lo, lhi * lhi * hi, llo * llo * lo], axis=1
         )
+
+
+def _code4_solve(b: np.ndarray) -> np.ndarray:
+    """Coefficients of right-hand sides ``b`` (k, 6).  A matrix product's last bits may
+    depend on its number of rows: a row's coefficients are always solved with its own
+    row's entries (one product per row of the model)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.ascontiguousarray(b @ _A_INV.T)
+
+
+def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Polynomial coefficients of pyhf's code4, shape (k, 6), for factors ``hi``, ``lo`` (k,)."""
+    return _code4_solve(_code4_conditions(hi, lo))
 
 
 # ---------------------------------------------------------------------------------------
@@ -242,6 +255,7 @@ class _Row:
         "uid",
         "base",
         "arrays",
+        "special",
     )
 
     def __init__(self, channel: str, sample: Mapping[str, Any], nbins: int, where: str) -> None:
@@ -292,6 +306,8 @@ class _Row:
                 payload = np.array(data, dtype=np.float64) if data is not None else None
                 self.cf.append((mname, mtype))
             self.mods.append((mname, mtype, payload))
+        # the staterror, shapesys and shapefactor modifiers (name, type, data array)
+        self.special = [m for m in self.mods if m[1] in _CF_TYPES]
         self.rf_names = rf_names
         self.rf_is_normsys = np.array(rf_ns, dtype=bool)
         self.rf_hi = np.array(rf_hi, dtype=np.float64)
@@ -336,13 +352,14 @@ def _checked_rows(
     for a, cname, nb in zip(added, channels, nbins, strict=True):
         names, types, datas = a.names, a.types, a.datas
         n = len(names)
-        if len(set(names)) == n:
-            order = sorted(range(n), key=names.__getitem__)
+        # by (name, type): two stable sorts with C-level keys
+        order = sorted(range(n), key=types.__getitem__)
+        order.sort(key=names.__getitem__)
+        if n > 1:
+            permute = operator.itemgetter(*order)
+            sn, st, sd = permute(names), permute(types), permute(datas)
         else:
-            order = sorted(range(n), key=lambda k: (names[k], types[k]))
-        sn = [names[k] for k in order]
-        st = [types[k] for k in order]
-        sd = [datas[k] for k in order]
+            sn, st, sd = names, types, datas
         r = _Row.__new__(_Row)
         r.channel = cname
         r.where = f"operation {a.op}"
@@ -363,10 +380,11 @@ def _checked_rows(
             if sd[q] is not None:
                 payloads[q] = np.array(sd[q], dtype=np.float64)
         r.mods = list(zip(sn, st, payloads, strict=True))
+        r.special = [r.mods[q] for q in cf_q]
         noms.append(a.sample["data"])
-        ns_data.extend(sd[q] for q in ns_q)
-        ns_at.extend(rf_n + j for j, q in enumerate(rf_q) if st[q] == "normsys")
-        hs_data.extend(sd[q] for q in hs_q)
+        ns_data.extend([sd[q] for q in ns_q])
+        ns_at.extend([rf_n + j for j, q in enumerate(rf_q) if st[q] == "normsys"])
+        hs_data.extend([sd[q] for q in hs_q])
         tile.extend(list(range(off, off + nb)) * len(hs_q))
         rows.append(r)
         rf_n += len(rf_q)
@@ -388,6 +406,7 @@ def _checked_rows(
         hs_up, hs_dn = hi - tiled, tiled - lo
     else:
         hs_up = hs_dn = np.zeros(0)
+    cond = _code4_conditions(rf_hi, rf_lo)
     c = e = h = 0
     for r in rows:
         nb, nrf, nhs = r.nbins, len(r.rf_names), len(r.hs_names) * r.nbins
@@ -395,8 +414,7 @@ def _checked_rows(
         r.rf_is_normsys = is_ns[e : e + nrf]
         r.rf_hi = rf_hi[e : e + nrf]
         r.rf_lo = rf_lo[e : e + nrf]
-        # row by row as _Row: a matrix product's last bits may depend on its size
-        r.rf_coef = _code4_coefficients(r.rf_hi, r.rf_lo)
+        r.rf_coef = _code4_solve(cond[e : e + nrf])  # row by row, as _Row
         r.rf_coef[~r.rf_is_normsys] = 0.0
         r.hs_up = hs_up[h : h + nhs]
         r.hs_dn = hs_dn[h : h + nhs]
@@ -514,6 +532,9 @@ class _Block(NamedTuple):
     width: np.ndarray  # (n,)
     aux_kind: np.ndarray  # (n,) or (0,): 0 Gaussian, 1 Poisson
     local: np.ndarray  # arange(n) if constrained, else (0,)
+    # the same, packed as float64 columns (exact) for one concatenation per model:
+    par_pack: np.ndarray  # (n, 5): inits, bounds low, bounds high, fixed, width
+    aux_pack: np.ndarray  # (n or 0, 4): local, aux_kind, scale, auxdata
 
 
 class _Base(NamedTuple):
@@ -522,6 +543,7 @@ class _Base(NamedTuple):
     rows: list[_Row]  # sorted by (channel, sample)
     firsts: list[dict[str, tuple[str, str, int]]]  # per type: name -> first (channel, sample, k)
     staterror: dict[str, list[tuple[_Row, np.ndarray]]]  # name -> carriers, sorted
+    staterror_keys: dict[str, tuple[Any, ...]]  # name -> its block key in _assemble
 
 
 class _Cache:
@@ -548,20 +570,21 @@ def _row_arrays(r: _Row, cache: _Cache) -> tuple[np.ndarray, ...]:
         return arr[1]  # type: ignore[no-any-return]
     nb = r.nbins
     local = np.arange(nb, dtype=np.int64)
-    for m in (*r.rf_names, *r.hs_names, *(m for m, _ in r.cf)):
-        if m not in cache.slots:
-            cache.slot(m)
+    cf_names = [m for m, _ in r.cf]
+    new = {*r.rf_names, *r.hs_names, *cf_names}.difference(cache.slots)
+    for m in sorted(new):
+        cache.slot(m)
     get = cache.slots.__getitem__
     rf_slot = np.fromiter(map(get, r.rf_names), dtype=np.int64, count=len(r.rf_names))
     hs_slot = np.fromiter(map(get, r.hs_names), dtype=np.int64, count=len(r.hs_names))
-    cf_slot = np.fromiter((get(m) for m, _ in r.cf), dtype=np.int64, count=len(r.cf))
+    cf_slot = np.fromiter(map(get, cf_names), dtype=np.int64, count=len(cf_names))
     out = (
         local,
         rf_slot,
         hs_slot,
-        np.tile(local, len(r.hs_names)),
+        np.arange(len(r.hs_names) * nb, dtype=np.int64) % max(nb, 1),
         cf_slot,
-        np.tile(local, len(r.cf)),
+        np.arange(len(r.cf) * nb, dtype=np.int64) % max(nb, 1),
     )
     r.arrays = (cache, out)
     return out
@@ -581,7 +604,7 @@ def _firsts(rows: Sequence[_Row]) -> list[dict[str, tuple[str, str, int]]]:
 def _staterrors(rows: Sequence[_Row]) -> dict[str, list[tuple[_Row, np.ndarray]]]:
     out: dict[str, list[tuple[_Row, np.ndarray]]] = {}
     for r in rows:
-        for mname, mtype, payload in r.mods:
+        for mname, mtype, payload in r.special:
             if mtype == "staterror":
                 out.setdefault(mname, []).append((r, payload))
     return out
@@ -591,7 +614,9 @@ def _base(rows: Sequence[_Row]) -> _Base:
     rows = sorted(rows, key=lambda r: (r.channel, r.sample))
     for r in rows:
         r.base = True
-    return _Base(rows, _firsts(rows), _staterrors(rows))
+    staterr = _staterrors(rows)
+    keys = {k: ("staterror", k, *(r.uid for r, _ in v)) for k, v in staterr.items()}
+    return _Base(rows, _firsts(rows), staterr, keys)
 
 
 def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
@@ -619,20 +644,34 @@ def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
     else:
         aux, scale, width = np.zeros(0), np.zeros(0), np.ones(n)
     constrained = ps.constraint is not None
+    inits = np.array(ps.inits, f8)
+    bounds = np.array(ps.bounds, f8).reshape(n, 2)
+    fixed = np.array(ps.fixed, bool)
+    aux_kind = np.full(n if constrained else 0, 0 if ps.constraint == "normal" else 1, np.int64)
+    local = np.arange(n if constrained else 0, dtype=np.int64)
     return _Block(
         ps.kind,
         n,
         names,
-        np.array(ps.inits, f8),
-        np.array(ps.bounds, f8).reshape(n, 2),
-        np.array(ps.fixed, bool),
+        inits,
+        bounds,
+        fixed,
         ps.constraint,
         aux,
         scale,
         width,
-        np.full(n if constrained else 0, 0 if ps.constraint == "normal" else 1, np.int64),
-        np.arange(n if constrained else 0, dtype=np.int64),
+        aux_kind,
+        local,
+        _pack(n, inits, bounds[:, 0], bounds[:, 1], fixed, width),
+        _pack(len(local), local, aux_kind, scale, aux),
     )
+
+
+def _pack(n: int, *columns: np.ndarray) -> np.ndarray:
+    out = np.empty((n, len(columns)))
+    for j, c in enumerate(columns):
+        out[:, j] = c
+    return out
 
 
 def _staterror_set(mname: str, carriers: Sequence[tuple[_Row, np.ndarray]]) -> _ParamSet:
@@ -643,19 +682,18 @@ def _staterror_set(mname: str, carriers: Sequence[tuple[_Row, np.ndarray]]) -> _
     components are the bins of that channel.
     """
     nb = carriers[0][0].nbins
-    nomsall = np.zeros(nb)
-    rel2 = np.zeros(nb)
+    noms = np.array([r.nom for r, _ in carriers], dtype=np.float64).reshape(-1, nb)
+    uncs = np.array([u for _, u in carriers], dtype=np.float64).reshape(-1, nb)
     with np.errstate(over="ignore", invalid="ignore"):  # absurd (1e308) inputs: inf, no warning
-        for r, _ in carriers:
-            nomsall += r.nom
+        # sums carrier after carrier, in carrier order (accumulate is sequential)
+        nomsall = np.add.accumulate(noms, axis=0)[-1]
         pos = nomsall > 0
         safe = np.where(pos, nomsall, 1.0)
-        for _, unc in carriers:
-            rel2 += np.where(pos, (unc / safe) ** 2, 0.0)
-    sig = np.sqrt(rel2)
+        rel2 = np.add.accumulate(np.where(pos, (uncs / safe) ** 2, 0.0), axis=0)[-1]
+    sig = np.sqrt(rel2).tolist()
     ps = _ParamSet(mname, "staterror", nb)
-    ps.fixed = [bool(s == 0) for s in sig]
-    ps.sigmas = [1.0 if s == 0 else float(s) for s in sig]
+    ps.fixed = [s == 0 for s in sig]
+    ps.sigmas = [1.0 if s == 0 else s for s in sig]
     return ps
 
 
@@ -813,18 +851,23 @@ def _assemble(
         all_rows = extra
         firsts = _firsts(all_rows)
         staterr = _staterrors(all_rows)
+        touched: dict[str, list[tuple[_Row, np.ndarray]]] = {}
     else:
         all_rows = sorted([*base.rows, *extra], key=lambda r: (r.channel, r.sample))
         firsts = [dict(d) for d in base.firsts]
         for r in extra:
+            # (channel, sample) < (channel', sample', k') decides: rows are distinct
+            pre = (r.channel, r.sample)
             for k, (mname, mtype, _) in enumerate(r.mods):
                 d = firsts[_GROUP[mtype]]
-                key = (r.channel, r.sample, k)
-                if mname not in d or key < d[mname]:
-                    d[mname] = key
-        staterr = {k: list(v) for k, v in base.staterror.items()}
-        for name, lst in _staterrors(extra).items():
-            merged = staterr.setdefault(name, [])
+                old = d.get(mname)
+                if old is None or pre < old:
+                    d[mname] = (*pre, k)
+        staterr = dict(base.staterror)
+        touched = _staterrors(extra)
+        for name, lst in touched.items():
+            staterr[name] = list(staterr.get(name, ()))
+            merged = staterr[name]
             merged.extend(lst)
             merged.sort(key=lambda t: (t[0].channel, t[0].sample))
 
@@ -836,7 +879,7 @@ def _assemble(
     shapesys_rows: dict[str, tuple[_Row, np.ndarray]] = {}
     if firsts[_GROUP["shapesys"]]:
         for r in all_rows:
-            for mname, mtype, payload in r.mods:
+            for mname, mtype, payload in r.special:
                 if mtype == "shapesys":
                     shapesys_rows[mname] = (r, payload)
     order: dict[str, tuple[str, tuple[Any, ...]]] = {}  # name -> (kind, block key)
@@ -844,6 +887,9 @@ def _assemble(
         names = sorted(d) if mtype == "staterror" else sorted(d, key=d.__getitem__)
         for mname in names:
             if mname in order:
+                continue
+            if mtype == "staterror" and base is not None and mname not in touched:
+                order[mname] = (mtype, base.staterror_keys[mname])  # background rows only
                 continue
             if mtype == "staterror":
                 carriers = staterr[mname]
@@ -883,17 +929,18 @@ def _assemble(
     names_l = [n for b in blks for n in b.names]
     n_aux = np.array([len(b.local) for b in blks], dtype=np.int64)
 
-    def pcat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=dtype)
-
-    init_a = pcat([b.inits for b in blks], np.float64)
-    bounds_a = pcat([b.bounds for b in blks], np.float64, (2,))
-    fixed_a = pcat([b.fixed for b in blks], bool)
-    width_a = pcat([b.width for b in blks], np.float64)
-    aux_par_a = pcat([b.local for b in blks], np.int64) + np.repeat(par0, n_aux)
-    aux_kind_a = pcat([b.aux_kind for b in blks], np.int64)
-    aux_scale_a = pcat([b.scale for b in blks], np.float64)
-    auxdata_a = pcat([b.auxdata for b in blks], np.float64)
+    # two concatenations of the blocks' packed columns (exact: small integers and
+    # booleans are exact in float64)
+    packed = np.concatenate([b.par_pack for b in blks]) if blks else np.zeros((0, 5))
+    aux_packed = np.concatenate([b.aux_pack for b in blks]) if blks else np.zeros((0, 4))
+    init_a = packed[:, 0]
+    bounds_a = packed[:, 1:3]
+    fixed_a = packed[:, 3] != 0.0
+    width_a = packed[:, 4]
+    aux_par_a = aux_packed[:, 0].astype(np.int64) + np.repeat(par0, n_aux)
+    aux_kind_a = aux_packed[:, 1].astype(np.int64)
+    aux_scale_a = aux_packed[:, 2]
+    auxdata_a = aux_packed[:, 3]
     poi_index: int | None = None
     poi_name: str | None = None
     if isinstance(poi, str) and poi in starts:
