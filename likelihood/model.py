@@ -256,6 +256,7 @@ class _Row:
         "base",
         "arrays",
         "special",
+        "pairs",
     )
 
     def __init__(self, channel: str, sample: Mapping[str, Any], nbins: int, where: str) -> None:
@@ -308,6 +309,8 @@ class _Row:
             self.mods.append((mname, mtype, payload))
         # the staterror, shapesys and shapefactor modifiers (name, type, data array)
         self.special = [m for m in self.mods if m[1] in _CF_TYPES]
+        # (name, type) -> index in mods
+        self.pairs = {(m, t): k for k, (m, t, _) in enumerate(self.mods)}
         self.rf_names = rf_names
         self.rf_is_normsys = np.array(rf_ns, dtype=bool)
         self.rf_hi = np.array(rf_hi, dtype=np.float64)
@@ -381,6 +384,7 @@ def _checked_rows(
                 payloads[q] = np.array(sd[q], dtype=np.float64)
         r.mods = list(zip(sn, st, payloads, strict=True))
         r.special = [r.mods[q] for q in cf_q]
+        r.pairs = dict(zip(zip(sn, st, strict=True), range(n), strict=True))
         noms.append(a.sample["data"])
         ns_data.extend([sd[q] for q in ns_q])
         ns_at.extend([rf_n + j for j, q in enumerate(rf_q) if st[q] == "normsys"])
@@ -544,6 +548,10 @@ class _Base(NamedTuple):
     firsts: list[dict[str, tuple[str, str, int]]]  # per type: name -> first (channel, sample, k)
     staterror: dict[str, list[tuple[_Row, np.ndarray]]]  # name -> carriers, sorted
     staterror_keys: dict[str, tuple[Any, ...]]  # name -> its block key in _assemble
+    first_keys: list[tuple[str, str, int]]  # the keys of firsts, sorted
+    first_pairs: list[tuple[str, str]]  # their (name, type), in that order
+    later: dict[int, frozenset[tuple[str, str]]]  # i -> frozenset(first_pairs[i:]), cache
+    keys: list[tuple[str, str]]  # (channel, sample) of rows
 
 
 class _Cache:
@@ -616,7 +624,24 @@ def _base(rows: Sequence[_Row]) -> _Base:
         r.base = True
     staterr = _staterrors(rows)
     keys = {k: ("staterror", k, *(r.uid for r, _ in v)) for k, v in staterr.items()}
-    return _Base(rows, _firsts(rows), staterr, keys)
+    firsts = _firsts(rows)
+    items = sorted(
+        (
+            (key, (name, mtype))
+            for mtype, d in zip(MODIFIER_TYPES, firsts, strict=True)
+            for name, key in d.items()
+        ),
+    )
+    return _Base(
+        rows,
+        firsts,
+        staterr,
+        keys,
+        [k for k, _ in items],
+        [p for _, p in items],
+        {},
+        [(r.channel, r.sample) for r in rows],
+    )
 
 
 def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
@@ -853,16 +878,29 @@ def _assemble(
         staterr = _staterrors(all_rows)
         touched: dict[str, list[tuple[_Row, np.ndarray]]] = {}
     else:
-        all_rows = sorted([*base.rows, *extra], key=lambda r: (r.channel, r.sample))
+        # the extra rows inserted where they sort (last first: the positions stay valid)
+        all_rows = list(base.rows)
+        for r in reversed(extra):
+            all_rows.insert(bisect.bisect_left(base.keys, (r.channel, r.sample)), r)
+        # a (name, type) of an added row comes first if no background row has it before
+        # (the pairs of base.first_pairs after the row's position) and no added row
+        # before it has it (done): set operations, a loop over those pairs only
         firsts = [dict(d) for d in base.firsts]
+        known = base.later.get(0)
+        if known is None:
+            known = base.later[0] = frozenset(base.first_pairs)
+        done: set[tuple[str, str]] = set()
         for r in extra:
-            # (channel, sample) < (channel', sample', k') decides: rows are distinct
-            pre = (r.channel, r.sample)
-            for k, (mname, mtype, _) in enumerate(r.mods):
-                d = firsts[_GROUP[mtype]]
-                old = d.get(mname)
-                if old is None or pre < old:
-                    d[mname] = (*pre, k)
+            pre = (r.channel, r.sample)  # the row's keys (pre, k) sort as pre: rows differ
+            i = bisect.bisect_left(base.first_keys, pre)
+            later = base.later.get(i)
+            if later is None:
+                later = base.later[i] = frozenset(base.first_pairs[i:])
+            pairs = r.pairs.keys()
+            change = ((pairs - known) | (pairs & later)) - done
+            for pair in change:
+                firsts[_GROUP[pair[1]]][pair[0]] = (*pre, r.pairs[pair])
+            done |= change
         staterr = dict(base.staterror)
         touched = _staterrors(extra)
         for name, lst in touched.items():
