@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -194,8 +195,9 @@ _A_INV = np.array(
 )
 
 
-def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """Polynomial coefficients of pyhf's code4, shape (k, 6), for factors ``hi``, ``lo`` (k,)."""
+def _code4_conditions(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The (k, 6) right-hand sides of pyhf's code4 for factors ``hi``, ``lo`` (k,):
+    element by element, so a batch gives each factor's row exactly."""
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
     # absurd but finite factors (1e308) overflow to inf coefficients: the fits then
@@ -203,10 +205,22 @@ def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         lhi = np.where(hi > 0, np.log(np.where(hi > 0, hi, 1.0)), np.nan)
         llo = np.where(lo > 0, np.log(np.where(lo > 0, lo, 1.0)), np.nan)
-        b = np.stack(
+        return np.stack(
             [hi - 1.0, lo - 1.0, lhi * hi, -llo * lo, lhi * lhi * hi, llo * llo * lo], axis=1
         )
+
+
+def _code4_solve(b: np.ndarray) -> np.ndarray:
+    """Coefficients of right-hand sides ``b`` (k, 6).  A matrix product's last bits may
+    depend on its number of rows: a row's coefficients are always solved with its own
+    row's entries (one product per row of the model)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.ascontiguousarray(b @ _A_INV.T)
+
+
+def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Polynomial coefficients of pyhf's code4, shape (k, 6), for factors ``hi``, ``lo`` (k,)."""
+    return _code4_solve(_code4_conditions(hi, lo))
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,6 +255,8 @@ class _Row:
         "uid",
         "base",
         "arrays",
+        "special",
+        "pairs",
     )
 
     def __init__(self, channel: str, sample: Mapping[str, Any], nbins: int, where: str) -> None:
@@ -291,6 +307,10 @@ class _Row:
                 payload = np.array(data, dtype=np.float64) if data is not None else None
                 self.cf.append((mname, mtype))
             self.mods.append((mname, mtype, payload))
+        # the staterror, shapesys and shapefactor modifiers (name, type, data array)
+        self.special = [m for m in self.mods if m[1] in _CF_TYPES]
+        # (name, type) -> index in mods
+        self.pairs = {(m, t): k for k, (m, t, _) in enumerate(self.mods)}
         self.rf_names = rf_names
         self.rf_is_normsys = np.array(rf_ns, dtype=bool)
         self.rf_hi = np.array(rf_hi, dtype=np.float64)
@@ -307,6 +327,103 @@ class _Row:
         else:
             self.hs_up = np.zeros(0)
             self.hs_dn = np.zeros(0)
+
+
+_CF_TYPES = frozenset({"staterror", "shapesys", "shapefactor"})
+_RF_TYPES = frozenset({"normsys", "normfactor", "lumi"})
+_GET_HI_LO = operator.itemgetter("hi", "lo")
+_GET_HI_DATA = operator.itemgetter("hi_data")
+_GET_LO_DATA = operator.itemgetter("lo_data")
+
+
+def _checked_rows(
+    channels: Sequence[str], nbins: Sequence[int], added: Sequence[Any]
+) -> list[_Row]:
+    """The rows of samples that the validation boundary checked and split
+    (:class:`likelihood.validate.AddedSample`: modifier names, types and data in JSON
+    order, no duplicate (name, type)), equal to ``_Row(channel, sample, nbins, where)``
+    of each: the modifiers walked by comprehensions, the numbers of all the samples
+    converted at once."""
+    rows: list[_Row] = []
+    noms: list[Any] = []
+    ns_data: list[Any] = []  # normsys data, row after row, in each row's order
+    hs_data: list[Any] = []  # histosys data, likewise
+    ns_at: list[int] = []  # index of each normsys entry among all rows' rf entries
+    rf_n = 0
+    tile: list[int] = []  # for each histosys entry, its cell among all rows' cells
+    off = 0
+    for a, cname, nb in zip(added, channels, nbins, strict=True):
+        names, types, datas = a.names, a.types, a.datas
+        n = len(names)
+        # by (name, type): two stable sorts with C-level keys
+        order = sorted(range(n), key=types.__getitem__)
+        order.sort(key=names.__getitem__)
+        if n > 1:
+            permute = operator.itemgetter(*order)
+            sn, st, sd = permute(names), permute(types), permute(datas)
+        else:
+            sn, st, sd = names, types, datas
+        r = _Row.__new__(_Row)
+        r.channel = cname
+        r.where = f"operation {a.op}"
+        r.uid = next(_ROW_IDS)
+        r.base = False
+        r.arrays = None
+        r.sample = a.sample["name"]
+        r.nbins = nb
+        rf_q = [q for q, t in enumerate(st) if t in _RF_TYPES]
+        ns_q = [q for q in rf_q if st[q] == "normsys"]
+        hs_q = [q for q, t in enumerate(st) if t == "histosys"]
+        cf_q = [q for q, t in enumerate(st) if t in _CF_TYPES]
+        r.rf_names = [sn[q] for q in rf_q]
+        r.hs_names = [sn[q] for q in hs_q]
+        r.cf = [(sn[q], st[q]) for q in cf_q]
+        payloads: list[Any] = [None] * n
+        for q in cf_q:
+            if sd[q] is not None:
+                payloads[q] = np.array(sd[q], dtype=np.float64)
+        r.mods = list(zip(sn, st, payloads, strict=True))
+        r.special = [r.mods[q] for q in cf_q]
+        r.pairs = dict(zip(zip(sn, st, strict=True), range(n), strict=True))
+        noms.append(a.sample["data"])
+        ns_data.extend([sd[q] for q in ns_q])
+        ns_at.extend([rf_n + j for j, q in enumerate(rf_q) if st[q] == "normsys"])
+        hs_data.extend([sd[q] for q in hs_q])
+        tile.extend(list(range(off, off + nb)) * len(hs_q))
+        rows.append(r)
+        rf_n += len(rf_q)
+        off += nb
+    f8 = np.float64
+    nom_all = np.array(list(itertools.chain.from_iterable(noms)), dtype=f8)
+    is_ns = np.zeros(rf_n, dtype=bool)
+    is_ns[ns_at] = True
+    rf_hi = np.ones(rf_n, dtype=f8)
+    rf_lo = np.ones(rf_n, dtype=f8)
+    if ns_data:
+        hilo = np.array(list(map(_GET_HI_LO, ns_data)), dtype=f8)
+        rf_hi[ns_at] = hilo[:, 0]
+        rf_lo[ns_at] = hilo[:, 1]
+    if hs_data:
+        tiled = nom_all[np.array(tile, dtype=np.int64)]
+        hi = np.array(list(itertools.chain.from_iterable(map(_GET_HI_DATA, hs_data))), dtype=f8)
+        lo = np.array(list(itertools.chain.from_iterable(map(_GET_LO_DATA, hs_data))), dtype=f8)
+        hs_up, hs_dn = hi - tiled, tiled - lo
+    else:
+        hs_up = hs_dn = np.zeros(0)
+    cond = _code4_conditions(rf_hi, rf_lo)
+    c = e = h = 0
+    for r in rows:
+        nb, nrf, nhs = r.nbins, len(r.rf_names), len(r.hs_names) * r.nbins
+        r.nom = nom_all[c : c + nb]
+        r.rf_is_normsys = is_ns[e : e + nrf]
+        r.rf_hi = rf_hi[e : e + nrf]
+        r.rf_lo = rf_lo[e : e + nrf]
+        r.rf_coef = _code4_solve(cond[e : e + nrf])  # row by row, as _Row
+        r.rf_coef[~r.rf_is_normsys] = 0.0
+        r.hs_up = hs_up[h : h + nhs]
+        r.hs_dn = hs_dn[h : h + nhs]
+        c, e, h = c + nb, e + nrf, h + nhs
+    return rows
 
 
 class _Channels(NamedTuple):
@@ -419,6 +536,9 @@ class _Block(NamedTuple):
     width: np.ndarray  # (n,)
     aux_kind: np.ndarray  # (n,) or (0,): 0 Gaussian, 1 Poisson
     local: np.ndarray  # arange(n) if constrained, else (0,)
+    # the same, packed as float64 columns (exact) for one concatenation per model:
+    par_pack: np.ndarray  # (n, 5): inits, bounds low, bounds high, fixed, width
+    aux_pack: np.ndarray  # (n or 0, 4): local, aux_kind, scale, auxdata
 
 
 class _Base(NamedTuple):
@@ -427,6 +547,11 @@ class _Base(NamedTuple):
     rows: list[_Row]  # sorted by (channel, sample)
     firsts: list[dict[str, tuple[str, str, int]]]  # per type: name -> first (channel, sample, k)
     staterror: dict[str, list[tuple[_Row, np.ndarray]]]  # name -> carriers, sorted
+    staterror_keys: dict[str, tuple[Any, ...]]  # name -> its block key in _assemble
+    first_keys: list[tuple[str, str, int]]  # the keys of firsts, sorted
+    first_pairs: list[tuple[str, str]]  # their (name, type), in that order
+    later: dict[int, frozenset[tuple[str, str]]]  # i -> frozenset(first_pairs[i:]), cache
+    keys: list[tuple[str, str]]  # (channel, sample) of rows
 
 
 class _Cache:
@@ -436,7 +561,8 @@ class _Cache:
     def __init__(self) -> None:
         self.slots: dict[str, int] = {}
         self.blocks: dict[tuple[Any, ...], _Block] = {}
-        self.base_fields: Any = None  # (base, fields, bounds, keys) of _splice_fields
+        # id of a _Base -> (base, fields, bounds, keys) of _splice_fields
+        self.base_fields: dict[int, Any] = {}
 
     def slot(self, name: str) -> int:
         s = self.slots.get(name)
@@ -452,20 +578,21 @@ def _row_arrays(r: _Row, cache: _Cache) -> tuple[np.ndarray, ...]:
         return arr[1]  # type: ignore[no-any-return]
     nb = r.nbins
     local = np.arange(nb, dtype=np.int64)
-    for m in (*r.rf_names, *r.hs_names, *(m for m, _ in r.cf)):
-        if m not in cache.slots:
-            cache.slot(m)
+    cf_names = [m for m, _ in r.cf]
+    new = {*r.rf_names, *r.hs_names, *cf_names}.difference(cache.slots)
+    for m in sorted(new):
+        cache.slot(m)
     get = cache.slots.__getitem__
     rf_slot = np.fromiter(map(get, r.rf_names), dtype=np.int64, count=len(r.rf_names))
     hs_slot = np.fromiter(map(get, r.hs_names), dtype=np.int64, count=len(r.hs_names))
-    cf_slot = np.fromiter((get(m) for m, _ in r.cf), dtype=np.int64, count=len(r.cf))
+    cf_slot = np.fromiter(map(get, cf_names), dtype=np.int64, count=len(cf_names))
     out = (
         local,
         rf_slot,
         hs_slot,
-        np.tile(local, len(r.hs_names)),
+        np.arange(len(r.hs_names) * nb, dtype=np.int64) % max(nb, 1),
         cf_slot,
-        np.tile(local, len(r.cf)),
+        np.arange(len(r.cf) * nb, dtype=np.int64) % max(nb, 1),
     )
     r.arrays = (cache, out)
     return out
@@ -485,7 +612,7 @@ def _firsts(rows: Sequence[_Row]) -> list[dict[str, tuple[str, str, int]]]:
 def _staterrors(rows: Sequence[_Row]) -> dict[str, list[tuple[_Row, np.ndarray]]]:
     out: dict[str, list[tuple[_Row, np.ndarray]]] = {}
     for r in rows:
-        for mname, mtype, payload in r.mods:
+        for mname, mtype, payload in r.special:
             if mtype == "staterror":
                 out.setdefault(mname, []).append((r, payload))
     return out
@@ -495,7 +622,26 @@ def _base(rows: Sequence[_Row]) -> _Base:
     rows = sorted(rows, key=lambda r: (r.channel, r.sample))
     for r in rows:
         r.base = True
-    return _Base(rows, _firsts(rows), _staterrors(rows))
+    staterr = _staterrors(rows)
+    keys = {k: ("staterror", k, *(r.uid for r, _ in v)) for k, v in staterr.items()}
+    firsts = _firsts(rows)
+    items = sorted(
+        (
+            (key, (name, mtype))
+            for mtype, d in zip(MODIFIER_TYPES, firsts, strict=True)
+            for name, key in d.items()
+        ),
+    )
+    return _Base(
+        rows,
+        firsts,
+        staterr,
+        keys,
+        [k for k, _ in items],
+        [p for _, p in items],
+        {},
+        [(r.channel, r.sample) for r in rows],
+    )
 
 
 def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
@@ -523,20 +669,34 @@ def _block(ps: _ParamSet, user: Mapping[str, Mapping[str, Any]]) -> _Block:
     else:
         aux, scale, width = np.zeros(0), np.zeros(0), np.ones(n)
     constrained = ps.constraint is not None
+    inits = np.array(ps.inits, f8)
+    bounds = np.array(ps.bounds, f8).reshape(n, 2)
+    fixed = np.array(ps.fixed, bool)
+    aux_kind = np.full(n if constrained else 0, 0 if ps.constraint == "normal" else 1, np.int64)
+    local = np.arange(n if constrained else 0, dtype=np.int64)
     return _Block(
         ps.kind,
         n,
         names,
-        np.array(ps.inits, f8),
-        np.array(ps.bounds, f8).reshape(n, 2),
-        np.array(ps.fixed, bool),
+        inits,
+        bounds,
+        fixed,
         ps.constraint,
         aux,
         scale,
         width,
-        np.full(n if constrained else 0, 0 if ps.constraint == "normal" else 1, np.int64),
-        np.arange(n if constrained else 0, dtype=np.int64),
+        aux_kind,
+        local,
+        _pack(n, inits, bounds[:, 0], bounds[:, 1], fixed, width),
+        _pack(len(local), local, aux_kind, scale, aux),
     )
+
+
+def _pack(n: int, *columns: np.ndarray) -> np.ndarray:
+    out = np.empty((n, len(columns)))
+    for j, c in enumerate(columns):
+        out[:, j] = c
+    return out
 
 
 def _staterror_set(mname: str, carriers: Sequence[tuple[_Row, np.ndarray]]) -> _ParamSet:
@@ -547,19 +707,18 @@ def _staterror_set(mname: str, carriers: Sequence[tuple[_Row, np.ndarray]]) -> _
     components are the bins of that channel.
     """
     nb = carriers[0][0].nbins
-    nomsall = np.zeros(nb)
-    rel2 = np.zeros(nb)
+    noms = np.array([r.nom for r, _ in carriers], dtype=np.float64).reshape(-1, nb)
+    uncs = np.array([u for _, u in carriers], dtype=np.float64).reshape(-1, nb)
     with np.errstate(over="ignore", invalid="ignore"):  # absurd (1e308) inputs: inf, no warning
-        for r, _ in carriers:
-            nomsall += r.nom
+        # sums carrier after carrier, in carrier order (accumulate is sequential)
+        nomsall = np.add.accumulate(noms, axis=0)[-1]
         pos = nomsall > 0
         safe = np.where(pos, nomsall, 1.0)
-        for _, unc in carriers:
-            rel2 += np.where(pos, (unc / safe) ** 2, 0.0)
-    sig = np.sqrt(rel2)
+        rel2 = np.add.accumulate(np.where(pos, (uncs / safe) ** 2, 0.0), axis=0)[-1]
+    sig = np.sqrt(rel2).tolist()
     ps = _ParamSet(mname, "staterror", nb)
-    ps.fixed = [bool(s == 0) for s in sig]
-    ps.sigmas = [1.0 if s == 0 else float(s) for s in sig]
+    ps.fixed = [s == 0 for s in sig]
+    ps.sigmas = [1.0 if s == 0 else s for s in sig]
     return ps
 
 
@@ -655,11 +814,13 @@ def _splice_fields(
 ) -> dict[str, np.ndarray]:
     """The fields of ``base.rows`` plus ``extra`` in (channel, sample) order: the
     background's concatenated fields (computed once) with the extra rows spliced in."""
-    flat = cache.base_fields
+    flat = cache.base_fields.get(id(base))
     if flat is None or flat[0] is not base:
         fields = _concat_fields([_row_fields(r, cache, offset) for r in base.rows])
         keys = [(r.channel, r.sample) for r in base.rows]
-        flat = cache.base_fields = (base, fields, _unit_bounds(fields), keys)
+        if len(cache.base_fields) >= 16:
+            cache.base_fields.pop(next(iter(cache.base_fields)))
+        flat = cache.base_fields[id(base)] = (base, fields, _unit_bounds(fields), keys)
     _, fields, bounds, keys = flat
     if not extra:
         return fields
@@ -715,18 +876,36 @@ def _assemble(
         all_rows = extra
         firsts = _firsts(all_rows)
         staterr = _staterrors(all_rows)
+        touched: dict[str, list[tuple[_Row, np.ndarray]]] = {}
     else:
-        all_rows = sorted([*base.rows, *extra], key=lambda r: (r.channel, r.sample))
+        # the extra rows inserted where they sort (last first: the positions stay valid)
+        all_rows = list(base.rows)
+        for r in reversed(extra):
+            all_rows.insert(bisect.bisect_left(base.keys, (r.channel, r.sample)), r)
+        # a (name, type) of an added row comes first if no background row has it before
+        # (the pairs of base.first_pairs after the row's position) and no added row
+        # before it has it (done): set operations, a loop over those pairs only
         firsts = [dict(d) for d in base.firsts]
+        known = base.later.get(0)
+        if known is None:
+            known = base.later[0] = frozenset(base.first_pairs)
+        done: set[tuple[str, str]] = set()
         for r in extra:
-            for k, (mname, mtype, _) in enumerate(r.mods):
-                d = firsts[_GROUP[mtype]]
-                key = (r.channel, r.sample, k)
-                if mname not in d or key < d[mname]:
-                    d[mname] = key
-        staterr = {k: list(v) for k, v in base.staterror.items()}
-        for name, lst in _staterrors(extra).items():
-            merged = staterr.setdefault(name, [])
+            pre = (r.channel, r.sample)  # the row's keys (pre, k) sort as pre: rows differ
+            i = bisect.bisect_left(base.first_keys, pre)
+            later = base.later.get(i)
+            if later is None:
+                later = base.later[i] = frozenset(base.first_pairs[i:])
+            pairs = r.pairs.keys()
+            change = ((pairs - known) | (pairs & later)) - done
+            for pair in change:
+                firsts[_GROUP[pair[1]]][pair[0]] = (*pre, r.pairs[pair])
+            done |= change
+        staterr = dict(base.staterror)
+        touched = _staterrors(extra)
+        for name, lst in touched.items():
+            staterr[name] = list(staterr.get(name, ()))
+            merged = staterr[name]
             merged.extend(lst)
             merged.sort(key=lambda t: (t[0].channel, t[0].sample))
 
@@ -738,7 +917,7 @@ def _assemble(
     shapesys_rows: dict[str, tuple[_Row, np.ndarray]] = {}
     if firsts[_GROUP["shapesys"]]:
         for r in all_rows:
-            for mname, mtype, payload in r.mods:
+            for mname, mtype, payload in r.special:
                 if mtype == "shapesys":
                     shapesys_rows[mname] = (r, payload)
     order: dict[str, tuple[str, tuple[Any, ...]]] = {}  # name -> (kind, block key)
@@ -746,6 +925,9 @@ def _assemble(
         names = sorted(d) if mtype == "staterror" else sorted(d, key=d.__getitem__)
         for mname in names:
             if mname in order:
+                continue
+            if mtype == "staterror" and base is not None and mname not in touched:
+                order[mname] = (mtype, base.staterror_keys[mname])  # background rows only
                 continue
             if mtype == "staterror":
                 carriers = staterr[mname]
@@ -785,17 +967,18 @@ def _assemble(
     names_l = [n for b in blks for n in b.names]
     n_aux = np.array([len(b.local) for b in blks], dtype=np.int64)
 
-    def pcat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=dtype)
-
-    init_a = pcat([b.inits for b in blks], np.float64)
-    bounds_a = pcat([b.bounds for b in blks], np.float64, (2,))
-    fixed_a = pcat([b.fixed for b in blks], bool)
-    width_a = pcat([b.width for b in blks], np.float64)
-    aux_par_a = pcat([b.local for b in blks], np.int64) + np.repeat(par0, n_aux)
-    aux_kind_a = pcat([b.aux_kind for b in blks], np.int64)
-    aux_scale_a = pcat([b.scale for b in blks], np.float64)
-    auxdata_a = pcat([b.auxdata for b in blks], np.float64)
+    # two concatenations of the blocks' packed columns (exact: small integers and
+    # booleans are exact in float64)
+    packed = np.concatenate([b.par_pack for b in blks]) if blks else np.zeros((0, 5))
+    aux_packed = np.concatenate([b.aux_pack for b in blks]) if blks else np.zeros((0, 4))
+    init_a = packed[:, 0]
+    bounds_a = packed[:, 1:3]
+    fixed_a = packed[:, 3] != 0.0
+    width_a = packed[:, 4]
+    aux_par_a = aux_packed[:, 0].astype(np.int64) + np.repeat(par0, n_aux)
+    aux_kind_a = aux_packed[:, 1].astype(np.int64)
+    aux_scale_a = aux_packed[:, 2]
+    auxdata_a = aux_packed[:, 3]
     poi_index: int | None = None
     poi_name: str | None = None
     if isinstance(poi, str) and poi in starts:
@@ -1203,6 +1386,8 @@ class Background:
         # parameter blocks that only background rows determine
         self._base = _base([r for rs in self._parsed.rows for r in rs])
         self._cache = _Cache()
+        # the same for the channels that patches keep (patches that remove channels)
+        self._bases: dict[tuple[int, ...], _Base] = {}
 
     def __repr__(self) -> str:
         return f"<likelihood.Background {len(self._parsed.names)} channels>"
@@ -1266,33 +1451,29 @@ class Background:
 
     def _assemble_plan(self, plan: PatchPlan, name: str | None) -> Model:
         """The model of an accepted add-samples / remove-channels patch: only the signal
-        rows are parsed; without removed channels the background's part is reused."""
+        rows are parsed (from what the boundary checked, :func:`_checked_rows`); the
+        background's part (of the kept channels) is summarised once and reused."""
         p = self._parsed
-        added = [
-            _Row(p.names[a.channel], a.sample, p.nbins[p.names[a.channel]], f"operation {a.op}")
-            for a in plan.added
-        ]
+        cnames = [p.names[a.channel] for a in plan.added]
+        added = _checked_rows(cnames, [p.nbins[c] for c in cnames], plan.added)
         if not plan.removed:
-            return _assemble(
-                p.names,
-                p.nbins,
-                p.observations,
-                added,
-                self._measurement,
-                self._settings,
-                "workspace",
-                cache=self._cache,
-                base=self._base,
-            )
-        kept = sorted(plan.kept)
-        rows = [r for ci in kept for r in p.rows[ci]] + added
+            names, base = p.names, self._base
+        else:
+            kept = tuple(sorted(plan.kept))
+            names = [p.names[ci] for ci in kept]
+            base = self._bases.get(kept)
+            if base is None:
+                if len(self._bases) >= 16:
+                    self._bases.pop(next(iter(self._bases)))
+                base = self._bases[kept] = _base([r for ci in kept for r in p.rows[ci]])
         return _assemble(
-            [p.names[ci] for ci in kept],
+            names,
             p.nbins,
             p.observations,
-            rows,
+            added,
             self._measurement,
             self._settings,
             "workspace",
             cache=self._cache,
+            base=base,
         )

@@ -34,8 +34,9 @@ import itertools
 import json
 import logging
 import math
+import operator
 import re
-from collections.abc import Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from importlib import resources
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -1330,6 +1331,185 @@ def _fast_positive(x: Any) -> bool:
     return (t is float or t is int) and 0 < x <= _FLOAT_MAX
 
 
+_DICT_ONLY = frozenset({dict})
+_LIST_ONLY = frozenset({list})
+_STR_ONLY = frozenset({str})
+_NONE_ONLY = frozenset({type(None)})
+_GET_MOD = operator.itemgetter("name", "type", "data")
+_GET_HILO = operator.itemgetter("hi", "lo")
+_GET_HS = operator.itemgetter("hi_data", "lo_data")
+_NO_DATA_TYPES = frozenset({"normfactor", "shapefactor", "lumi"})
+_LIST_DATA_TYPES = frozenset({"staterror", "shapesys"})
+
+
+def _pick(idx: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function returning the items ``idx`` of a sequence, as a tuple (C speed)."""
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda seq: (seq[i],)
+    return operator.itemgetter(*idx)  # type: ignore[return-value]
+
+
+# modifier types in JSON order -> {type: getter of the items of that type}
+_TYPE_GROUPS: dict[tuple[str, ...], dict[str, Callable[[Sequence[Any]], tuple[Any, ...]]]] = {}
+
+
+def _type_groups(types: tuple[str, ...]) -> dict[str, Callable[[Sequence[Any]], tuple[Any, ...]]]:
+    groups = _TYPE_GROUPS.get(types)
+    if groups is None:
+        found: dict[str, list[int]] = {}
+        for i, t in enumerate(types):
+            found.setdefault(t, []).append(i)
+        groups = {t: _pick(idx) for t, idx in found.items()}
+        if len(_TYPE_GROUPS) >= 512:
+            _TYPE_GROUPS.clear()
+        _TYPE_GROUPS[types] = groups
+    return groups
+
+
+def _fast_lists(items: Sequence[Any], n: int, nonneg: bool) -> bool:
+    """True only if every item is a list of ``n`` finite JSON numbers (>= 0 if ``nonneg``)."""
+    if set(map(type, items)) != _LIST_ONLY or set(map(len, items)) != {n}:
+        return False
+    flat = list(itertools.chain.from_iterable(items))
+    if not _fast_finite_list(flat, len(flat)):
+        return False
+    return not (nonneg and flat and min(flat) < 0)
+
+
+def _fast_sample_values(
+    sample: Any, nbins: int
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[Any, ...]] | None:
+    """The modifier names, types and data of an added ``sample`` (JSON order), or ``None``.
+
+    Not ``None`` only if ``sample`` passes the schema and the value checks of
+    :func:`_check_sample` for a channel of ``nbins`` bins: finite non-negative yields,
+    staterror / shapesys data, finite histosys variations, positive finite normsys
+    factors, no data for normfactor / shapefactor / lumi.  The checks that depend on the
+    names and types only (duplicates, parameter semantics) are
+    :func:`_fast_sample_semantics`'s.  Each check is a pass at C speed over all the
+    modifiers of a type; on ``None`` the reference path reports the problem."""
+    if type(sample) is not dict or sample.keys() != _K_SAMPLE:
+        return None
+    name, mods = sample["name"], sample["modifiers"]
+    if type(name) is not str or not name or type(mods) is not list:
+        return None
+    if not _fast_finite_nonneg(sample["data"], nbins):
+        return None
+    if not mods:
+        return (), (), ()
+    # dicts of three keys that include name, type and data: exactly those keys
+    if set(map(type, mods)) != _DICT_ONLY or set(map(len, mods)) != {3}:
+        return None
+    try:
+        names, types, datas = zip(*map(_GET_MOD, mods), strict=True)
+    except KeyError:
+        return None
+    if set(map(type, names)) != _STR_ONLY or not all(names):
+        return None
+    if set(map(type, types)) != _STR_ONLY:
+        return None
+    for mtype, get in _type_groups(types).items():
+        items = get(datas)
+        if mtype == "normsys":
+            if set(map(type, items)) != _DICT_ONLY or set(map(len, items)) != {2}:
+                return None
+            try:
+                factors = list(itertools.chain.from_iterable(map(_GET_HILO, items)))
+            except KeyError:
+                return None
+            if not _fast_finite_list(factors, len(factors)) or min(factors) <= 0:
+                return None
+        elif mtype == "histosys":
+            if set(map(type, items)) != _DICT_ONLY or set(map(len, items)) != {2}:
+                return None
+            try:
+                variations = list(itertools.chain.from_iterable(map(_GET_HS, items)))
+            except KeyError:
+                return None
+            if not _fast_lists(variations, nbins, nonneg=False):
+                return None
+        elif mtype in _LIST_DATA_TYPES:
+            if not _fast_lists(items, nbins, nonneg=True):
+                return None
+        elif mtype in _NO_DATA_TYPES:
+            if set(map(type, items)) != _NONE_ONLY:
+                return None
+        else:
+            return None
+    return names, types, datas
+
+
+def _fast_sample_semantics(
+    names: Sequence[str],
+    types: Sequence[str],
+    cname: str,
+    nbins: int,
+    params: Mapping[str, _Param],
+    changed: dict[str, tuple[set[str], int, set[str]]],
+    noop: frozenset[tuple[str, str]] | None = None,
+) -> bool:
+    """True only if the modifiers ``names`` / ``types`` of a sample (that passed
+    :func:`_fast_sample_values`), added to channel ``cname`` of a valid background whose
+    modifiers declare ``params``, pass the checks of :func:`_check_sample` that depend on
+    names and types only.  Parameters it adds or changes go into ``changed``
+    (name -> (types, size, channels)).  ``noop`` (:func:`_noop_pairs` of ``params``,
+    ``cname`` and ``nbins``) are (name, type) pairs that pass and change nothing, skipped.
+    No messages: on False the reference path reports the problem."""
+    pairs = set(zip(names, types, strict=True))
+    if len(pairs) != len(names):
+        return False  # a duplicate (name, type)
+    rest = pairs - noop if noop is not None else pairs
+    if not rest:
+        return True
+    for mname, mtype in zip(names, types, strict=True):
+        if (mname, mtype) not in rest:
+            continue
+        if mtype == "lumi" and mname != "lumi":
+            return False
+        size = nbins if mtype in _VECTOR_TYPES else 1
+        entry = changed.get(mname)
+        if entry is None:
+            known = params.get(mname)
+            if known is None:
+                changed[mname] = ({mtype}, size, {cname})
+                continue
+            entry = (known.types, known.size, known.channels)
+        types_, ksize, channels = entry
+        if mtype in types_ and mtype != "shapesys" and (mtype != "staterror" or cname in channels):
+            if ksize != size:
+                return False
+            if cname not in channels:
+                changed[mname] = (types_, ksize, channels | {cname})
+            continue
+        new = types_ | {mtype}
+        if len(new) > 1 and not any(new <= group for group in _COMPATIBLE_TYPES):
+            return False
+        if ksize != size or mtype == "staterror" or mtype == "shapesys":
+            return False
+        changed[mname] = (new, ksize, channels | {cname})
+    return True
+
+
+def _noop_pairs(params: Mapping[str, _Param], cname: str, nbins: int) -> frozenset[tuple[str, str]]:
+    """The (name, type) modifiers that :func:`_fast_sample_semantics` accepts without a
+    change in a sample added to channel ``cname`` (``nbins`` bins): a parameter that the
+    background declares with that type and size, not a shapesys, and for a staterror one
+    of this channel.  (Whatever a patch changed before, they stay no-ops: a change only
+    adds types and channels to a parameter.)"""
+    out = set()
+    for name, info in params.items():
+        for mtype in info.types:
+            size = nbins if mtype in _VECTOR_TYPES else 1
+            if (
+                info.size == size
+                and mtype != "shapesys"
+                and (mtype != "staterror" or cname in info.channels)
+            ):
+                out.add((name, mtype))
+    return frozenset(out)
+
+
 def _fast_added_sample(
     sample: Any,
     cname: str,
@@ -1340,77 +1520,12 @@ def _fast_added_sample(
     """True only if ``sample``, added to channel ``cname`` of a valid background whose
     modifiers declare ``params``, passes the schema and every check of
     :func:`_check_sample`.  Parameters it adds or changes go into ``changed``
-    (name -> (types, size, channels)).  One pass, no messages: on False the reference
-    path reports the problem."""
-    if type(sample) is not dict or sample.keys() != _K_SAMPLE:
-        return False
-    name, mods = sample["name"], sample["modifiers"]
-    if type(name) is not str or not name or type(mods) is not list:
-        return False
-    if not _fast_finite_nonneg(sample["data"], nbins):
-        return False
-    seen: set[tuple[str, str]] = set()
-    variations: list[list[Any]] = []
-    for m in mods:
-        if type(m) is not dict or m.keys() != _K_MOD:
-            return False
-        mname, mtype, data = m["name"], m["type"], m["data"]
-        if type(mname) is not str or not mname or (mname, mtype) in seen:
-            return False
-        seen.add((mname, mtype))
-        if mtype == "normsys":
-            if (
-                type(data) is not dict
-                or data.keys() != _K_NORMSYS
-                or not _fast_positive(data["hi"])
-                or not _fast_positive(data["lo"])
-            ):
-                return False
-        elif mtype == "histosys":
-            if type(data) is not dict or data.keys() != _K_HISTOSYS:
-                return False
-            hi, lo = data["hi_data"], data["lo_data"]
-            if type(hi) is not list or type(lo) is not list or len(hi) != nbins or len(lo) != nbins:
-                return False
-            variations.append(hi)  # their numbers are checked at once, below
-            variations.append(lo)
-        elif mtype == "staterror" or mtype == "shapesys":
-            if not _fast_finite_nonneg(data, nbins):
-                return False
-        elif mtype == "normfactor" or mtype == "shapefactor":
-            if data is not None:
-                return False
-        elif mtype == "lumi":
-            if data is not None or mname != "lumi":
-                return False
-        else:
-            return False
-        size = nbins if mtype in _VECTOR_TYPES else 1
-        entry = changed.get(mname)
-        if entry is None:
-            known = params.get(mname)
-            if known is None:
-                changed[mname] = ({mtype}, size, {cname})
-                continue
-            entry = (known.types, known.size, known.channels)
-        types, ksize, channels = entry
-        if mtype in types and mtype != "shapesys" and (mtype != "staterror" or cname in channels):
-            if ksize != size:
-                return False
-            if cname not in channels:
-                changed[mname] = (types, ksize, channels | {cname})
-            continue
-        new = types | {mtype}
-        if len(new) > 1 and not any(new <= group for group in _COMPATIBLE_TYPES):
-            return False
-        if ksize != size or mtype == "staterror" or mtype == "shapesys":
-            return False
-        changed[mname] = (new, ksize, channels | {cname})
-    if variations:
-        # every histosys hi_data / lo_data: finite JSON numbers (one C-speed pass)
-        flat = list(itertools.chain.from_iterable(variations))
-        return _fast_finite_list(flat, len(flat))
-    return True
+    (name -> (types, size, channels)).  No messages: on False the reference path
+    reports the problem."""
+    shape = _fast_sample_values(sample, nbins)
+    return shape is not None and _fast_sample_semantics(
+        shape[0], shape[1], cname, nbins, params, changed
+    )
 
 
 class AddedSample(NamedTuple):
@@ -1419,6 +1534,10 @@ class AddedSample(NamedTuple):
     channel: int  # index of the channel in the background's JSON
     sample: Mapping[str, Any]  # the sample (checked: schema, finite, semantics)
     op: int  # index of the operation in the patch
+    # its modifiers' names, types and data, in JSON order (as checked)
+    names: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    datas: tuple[Any, ...] = ()
 
 
 class PatchPlan(NamedTuple):
@@ -1426,12 +1545,15 @@ class PatchPlan(NamedTuple):
 
     ``kept``: background channel indices that remain, in the patched JSON order;
     ``added``: the samples it adds to kept channels, in operation order; ``removed``:
-    whether any channel was removed.
+    whether any channel was removed; ``shape``: a hashable summary of everything but the
+    numbers and the sample names (kept channels, and per added sample its channel and
+    its modifiers' names and types): two plans of one shape differ only in those.
     """
 
     kept: tuple[int, ...]
     added: tuple[AddedSample, ...]
     removed: bool
+    shape: tuple[Any, ...] = ()
 
 
 _K_OP_ADD = frozenset({"op", "path", "value"})
@@ -1463,6 +1585,10 @@ class PatchTarget:
         self.spec = bkgonly
         self._ok = _fast_workspace(bkgonly)
         self._params: dict[str, _Param] = {}
+        # plan shape -> whether its names and types pass the semantic checks
+        self._shapes: dict[tuple[Any, ...], bool] = {}
+        # (kept channels or None, channel) -> _noop_pairs of the channel
+        self._noop: dict[tuple[Any, int], frozenset[tuple[str, str]]] = {}
         if not self._ok:
             return
         problems = _Problems("", InvalidWorkspace, quiet=True)
@@ -1553,16 +1679,45 @@ class PatchTarget:
         if not current:
             return None
         kept = set(current)
-        plan = PatchPlan(tuple(current), tuple(a for a in added if a.channel in kept), removed)
+        checked: list[AddedSample] = []
+        for a in added:
+            if a.channel not in kept:
+                continue
+            shape = _fast_sample_values(a.sample, self._nbins[a.channel])
+            if shape is None:
+                return None
+            checked.append(a._replace(names=shape[0], types=shape[1], datas=shape[2]))
+        key = (
+            tuple(current) if removed else None,
+            tuple((a.channel, a.names, a.types) for a in checked),
+        )
+        plan = PatchPlan(tuple(current), tuple(checked), removed, key)
+        # the checks that depend on names and types only, once per shape of patch
+        ok = self._shapes.get(key)
+        if ok is None:
+            ok = self._semantics(plan)
+            if len(self._shapes) >= 256:
+                self._shapes.pop(next(iter(self._shapes)))
+            self._shapes[key] = ok
+        return plan if ok else None
+
+    def _semantics(self, plan: PatchPlan) -> bool:
+        """The parameter checks of the samples ``plan`` adds (:func:`_check_sample`'s
+        semantic part) and the measurement settings of what they add or change."""
         # the parameters of the kept channels (removing channels only drops parameters
         # and types: it cannot make a valid background invalid)
-        params = self._kept_params(plan.kept) if removed else self._params
+        params = self._kept_params(plan.kept) if plan.removed else self._params
+        kept = plan.kept if plan.removed else None
         changed: dict[str, tuple[set[str], int, set[str]]] = {}
         for a in plan.added:
-            if not _fast_added_sample(
-                a.sample, self._names[a.channel], self._nbins[a.channel], params, changed
-            ):
-                return None
+            cname, nbins = self._names[a.channel], self._nbins[a.channel]
+            noop = self._noop.get((kept, a.channel))
+            if noop is None:
+                if len(self._noop) >= 256:
+                    self._noop.clear()
+                noop = self._noop[kept, a.channel] = _noop_pairs(params, cname, nbins)
+            if not _fast_sample_semantics(a.names, a.types, cname, nbins, params, changed, noop):
+                return False
         if changed:
             # the measurement settings of the parameters the patch adds or changes
             params = dict(params)
@@ -1580,8 +1735,8 @@ class PatchTarget:
                 only=frozenset(changed),
             )
             if problems.items:
-                return None
-        return plan
+                return False
+        return True
 
     def _apply(self, patch_ops: Sequence[Any]) -> dict[str, Any]:
         """The patched workspace of an applicable add-samples / remove-channels patch:
