@@ -1461,11 +1461,12 @@ class Background:
         else:
             kept = tuple(sorted(plan.kept))
             names = [p.names[ci] for ci in kept]
-            base = self._bases.get(kept)
-            if base is None:
+            cached = self._bases.get(kept)
+            if cached is None:
                 if len(self._bases) >= 16:
                     self._bases.pop(next(iter(self._bases)))
-                base = self._bases[kept] = _base([r for ci in kept for r in p.rows[ci]])
+                cached = self._bases[kept] = _base([r for ci in kept for r in p.rows[ci]])
+            base = cached
         return _assemble(
             names,
             p.nbins,
